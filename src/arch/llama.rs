@@ -1,0 +1,226 @@
+//! The Llama-family adapter (Llama, Mistral, Qwen2 by config flags) and Mixtral's MoE naming:
+//! canonical ids ↔ checkpoint tensor names, and loading one block's weights.
+
+use std::collections::BTreeSet;
+
+use burn::tensor::Device;
+
+use super::LinearSlot;
+use crate::checkpoint::{QuantizationConfig, TensorStore};
+use crate::config::{ArchKind, HfConfig};
+use crate::error::{PareError, Result};
+use crate::matrix::Matrix;
+use crate::model::{Attention, DecoderBlock, Ends, Ffn, Linear, Mlp, Moe, RmsNorm, TapPoint};
+
+/// Knows the tensor names of one architecture family.
+#[derive(Clone, Debug)]
+pub struct Architecture {
+    pub cfg: HfConfig,
+}
+
+/// One block's weights on the host: linears (with optional biases) and the two norms.
+#[derive(Clone, Debug)]
+pub struct BlockWeights {
+    pub block: usize,
+    pub linears: Vec<(LinearSlot, Matrix, Option<Vec<f32>>)>,
+    pub input_norm: Vec<f32>,
+    pub post_norm: Vec<f32>,
+}
+
+/// Where the input of linear `id` is observed.
+pub fn tap_point(id: &str) -> TapPoint {
+    let parts: Vec<&str> = id.split('.').collect();
+    let last = parts.last().copied().unwrap_or("");
+    if let Some(pos) = parts.iter().position(|p| *p == "experts") {
+        let e = parts.get(pos + 1).and_then(|x| x.parse().ok()).unwrap_or(0);
+        return if last == "down" { TapPoint::ExpertDownIn(e) } else { TapPoint::ExpertIn(e) };
+    }
+    match (parts.get(2).copied(), last) {
+        (Some("attn"), "o") => TapPoint::AttnOutIn,
+        (Some("attn"), _) => TapPoint::AttnIn,
+        (_, "down") => TapPoint::MlpDownIn,
+        _ => TapPoint::MlpIn,
+    }
+}
+
+impl Architecture {
+    pub fn new(cfg: HfConfig) -> Self {
+        Self { cfg }
+    }
+
+    fn layer(&self, b: usize) -> String {
+        format!("model.layers.{b}")
+    }
+
+    /// Every linear of block `b` in execution order.
+    pub fn linears(&self, b: usize) -> Vec<LinearSlot> {
+        let c = &self.cfg;
+        let (h, q, kv, ffn) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
+        let l = self.layer(b);
+        let slot = |id: String, key: String, rows, cols| LinearSlot { id, key, block: b, rows, cols };
+        let mut v = vec![
+            slot(format!("blocks.{b}.attn.q"), format!("{l}.self_attn.q_proj"), q, h),
+            slot(format!("blocks.{b}.attn.k"), format!("{l}.self_attn.k_proj"), kv, h),
+            slot(format!("blocks.{b}.attn.v"), format!("{l}.self_attn.v_proj"), kv, h),
+            slot(format!("blocks.{b}.attn.o"), format!("{l}.self_attn.o_proj"), h, q),
+        ];
+        match c.kind {
+            ArchKind::Llama => {
+                v.push(slot(format!("blocks.{b}.mlp.gate"), format!("{l}.mlp.gate_proj"), ffn, h));
+                v.push(slot(format!("blocks.{b}.mlp.up"), format!("{l}.mlp.up_proj"), ffn, h));
+                v.push(slot(format!("blocks.{b}.mlp.down"), format!("{l}.mlp.down_proj"), h, ffn));
+            }
+            ArchKind::Mixtral => {
+                let m = format!("{l}.block_sparse_moe");
+                v.push(slot(format!("blocks.{b}.moe.router"), format!("{m}.gate"), c.num_experts, h));
+                for e in 0..c.num_experts {
+                    let x = format!("{m}.experts.{e}");
+                    v.push(slot(format!("blocks.{b}.moe.experts.{e}.gate"), format!("{x}.w1"), ffn, h));
+                    v.push(slot(format!("blocks.{b}.moe.experts.{e}.up"), format!("{x}.w3"), ffn, h));
+                    v.push(slot(format!("blocks.{b}.moe.experts.{e}.down"), format!("{x}.w2"), h, ffn));
+                }
+            }
+        }
+        v
+    }
+
+    /// Every linear of every block.
+    pub fn all_linears(&self) -> Vec<LinearSlot> {
+        (0..self.cfg.num_layers).flat_map(|b| self.linears(b)).collect()
+    }
+
+    pub fn embed_name(&self) -> &'static str {
+        "model.embed_tokens.weight"
+    }
+
+    /// The LM head tensor (the embedding when tied).
+    pub fn head_name(&self) -> &'static str {
+        if self.cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" }
+    }
+
+    /// Names of block norms of block `b`.
+    fn norm_names(&self, b: usize) -> [String; 2] {
+        let l = self.layer(b);
+        [format!("{l}.input_layernorm.weight"), format!("{l}.post_attention_layernorm.weight")]
+    }
+
+    /// Every tensor that is not a block linear (embeddings, norms, head, biases): copied as is.
+    pub fn passthrough_tensors(&self, store: &TensorStore) -> Vec<String> {
+        let linear_keys: BTreeSet<String> =
+            self.all_linears().into_iter().map(|s| s.key).collect();
+        store
+            .names()
+            .filter(|n| {
+                let module = n.rsplit_once('.').map(|x| x.0).unwrap_or(n);
+                !linear_keys.contains(module) || n.ends_with(".bias")
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn read_vector(&self, store: &TensorStore, name: &str, len: usize) -> Result<Vec<f32>> {
+        let (shape, data) = store.read_f32(name)?;
+        if shape != [len] {
+            return Err(PareError::input(
+                store.dir(),
+                format!("tensor `{name}` has shape {shape:?}; config.json implies [{len}]"),
+            ));
+        }
+        Ok(data)
+    }
+
+    fn read_matrix(&self, store: &TensorStore, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let (shape, data) = store.read_f32(name)?;
+        if shape != [rows, cols] {
+            return Err(PareError::input(
+                store.dir(),
+                format!("tensor `{name}` has shape {shape:?}; config.json implies [{rows}, {cols}]"),
+            ));
+        }
+        Ok(Matrix::from_vec(rows, cols, data))
+    }
+
+    /// Reads block `b`'s weights (dequantising or densifying compressed layouts).
+    pub fn read_block(&self, store: &TensorStore, b: usize, qcfg: Option<&QuantizationConfig>) -> Result<BlockWeights> {
+        let h = self.cfg.hidden_size;
+        let mut linears = Vec::new();
+        for slot in self.linears(b) {
+            let w = store.read_linear(&slot.key, slot.rows, slot.cols, qcfg)?;
+            let bias_name = format!("{}.bias", slot.key);
+            let bias = if store.info(&bias_name).is_some() {
+                Some(self.read_vector(store, &bias_name, slot.rows)?)
+            } else {
+                None
+            };
+            linears.push((slot, w, bias));
+        }
+        let [n1, n2] = self.norm_names(b);
+        Ok(BlockWeights {
+            block: b,
+            linears,
+            input_norm: self.read_vector(store, &n1, h)?,
+            post_norm: self.read_vector(store, &n2, h)?,
+        })
+    }
+
+    /// Builds the burn block from host weights.
+    pub fn build_block(&self, w: &BlockWeights, device: &Device) -> Result<DecoderBlock> {
+        let c = &self.cfg;
+        let find = |suffix: &str| -> Result<Linear> {
+            let id = format!("blocks.{}.{suffix}", w.block);
+            w.linears
+                .iter()
+                .find(|(s, _, _)| s.id == id)
+                .map(|(_, m, b)| Linear::new(m, b.clone(), device))
+                .ok_or_else(|| PareError::Usage(format!("block {}: linear `{id}` missing", w.block)))
+        };
+        let attn = Attention {
+            q: find("attn.q")?,
+            k: find("attn.k")?,
+            v: find("attn.v")?,
+            o: find("attn.o")?,
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+        };
+        let ffn = match c.kind {
+            ArchKind::Llama => Ffn::Dense(Mlp { gate: find("mlp.gate")?, up: find("mlp.up")?, down: find("mlp.down")? }),
+            ArchKind::Mixtral => {
+                let mut experts = Vec::with_capacity(c.num_experts);
+                for e in 0..c.num_experts {
+                    experts.push(Mlp {
+                        gate: find(&format!("moe.experts.{e}.gate"))?,
+                        up: find(&format!("moe.experts.{e}.up"))?,
+                        down: find(&format!("moe.experts.{e}.down"))?,
+                    });
+                }
+                Ffn::Moe(Moe { router: find("moe.router")?, experts, top_k: c.experts_per_token })
+            }
+        };
+        Ok(DecoderBlock {
+            input_norm: RmsNorm::new(w.input_norm.clone(), c.rms_norm_eps, device),
+            attn,
+            post_norm: RmsNorm::new(w.post_norm.clone(), c.rms_norm_eps, device),
+            ffn,
+        })
+    }
+
+    /// Embedding, final norm and head.
+    pub fn load_ends(&self, store: &TensorStore, device: &Device) -> Result<Ends> {
+        let c = &self.cfg;
+        let embed = self.read_matrix(store, self.embed_name(), c.vocab_size, c.hidden_size)?;
+        let head = if c.tie_word_embeddings {
+            embed.clone()
+        } else {
+            if store.info("lm_head.weight").is_none() {
+                return Err(PareError::input(
+                    store.dir(),
+                    "tensor `lm_head.weight` missing and config.json says tie_word_embeddings: false",
+                ));
+            }
+            self.read_matrix(store, "lm_head.weight", c.vocab_size, c.hidden_size)?
+        };
+        let norm = RmsNorm::new(self.read_vector(store, "model.norm.weight", c.hidden_size)?, c.rms_norm_eps, device);
+        Ok(Ends::new(&embed, norm, &head, device))
+    }
+}

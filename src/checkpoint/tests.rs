@@ -1,0 +1,620 @@
+//! Tests across the checkpoint layer: encode → write → read round trips, the writer's sharding
+//! and cleanup, and byte-exactness against the compressed-tensors fixtures (ALGORITHMS.md §12.3).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::compress::QuantScheme;
+use crate::compress::quant::ScaleDtype;
+use crate::compress::rtn::quantize_rtn;
+use crate::matrix::Matrix;
+
+const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared");
+
+fn tiny() -> PathBuf {
+    Path::new(SHARED).join("models/tiny-llama")
+}
+
+/// Writes `tensors` as a checkpoint in a fresh temp dir and opens it.
+fn roundtrip(
+    tensors: Vec<(String, OutTensor)>,
+    max_shard: u64,
+) -> (tempfile::TempDir, TensorStore) {
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let out = root.path().join("out");
+    let mut w = CheckpointWriter::create(&out, &input, false, max_shard).unwrap();
+    for (n, t) in tensors {
+        w.add(n, t).unwrap();
+    }
+    w.finish(&json!({"model_type": "llama"}), &[], &[], BTreeMap::new())
+        .unwrap();
+    let s = TensorStore::open(&out).unwrap();
+    (root, s)
+}
+
+fn pseudo_random(rows: usize, cols: usize, seed: u32) -> Matrix {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    let data = (0..rows * cols)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    Matrix::from_vec(rows, cols, data)
+}
+
+#[test]
+fn pack_rows_nibble_order_and_dense_widths() {
+    // int4: lowest column in the least-significant nibble.
+    let v: Vec<u32> = (0..8).collect();
+    assert_eq!(pack_rows(&v, 1, 8, 4), vec![0x7654_3210]);
+    // 3 bits spill across words; unpack inverts for every width.
+    for bits in 2..=8u32 {
+        let v: Vec<u32> = (0..2 * 37)
+            .map(|i| (i * 7 + 3) as u32 % (1 << bits))
+            .collect();
+        let p = pack_rows(&v, 2, 37, bits);
+        assert_eq!(p.len(), 2 * (37 * bits as usize).div_ceil(32));
+        assert_eq!(unpack_rows(&p, 2, 37, bits), v, "bits {bits}");
+    }
+}
+
+#[test]
+fn dense_roundtrip_f32_exact_and_bf16_rounded() {
+    let m = pseudo_random(6, 10, 1);
+    let mut t = encode_dense("a.q", &m, Dtype::F32).unwrap();
+    t.extend(encode_dense("a.k", &m, Dtype::BF16).unwrap());
+    let (_d, s) = roundtrip(t, u64::MAX);
+    assert_eq!(s.read_linear("a.q", 6, 10, None).unwrap(), m);
+    let b = s.read_linear("a.k", 6, 10, None).unwrap();
+    for (x, y) in b.data.iter().zip(&m.data) {
+        assert_eq!(*x, half::bf16::from_f32(*y).to_f32());
+    }
+    let e = s.read_linear("a.q", 10, 6, None).unwrap_err().to_string();
+    assert!(
+        e.contains("`a.q.weight`") && e.contains("[6, 10]") && e.contains("[10, 6]"),
+        "{e}"
+    );
+    assert!(
+        s.read_linear("a.v", 6, 10, None)
+            .unwrap_err()
+            .to_string()
+            .contains("no weight for linear `a.v`")
+    );
+}
+
+#[test]
+fn sparse_roundtrips_are_exact() {
+    let mut m = pseudo_random(4, 16, 2);
+    // 2:4: zero two of every four, and a whole group to force stored explicit zeros.
+    for (i, v) in m.data.iter_mut().enumerate() {
+        if i % 4 == 1 || i % 4 == 2 || i < 4 {
+            *v = 0.0;
+        }
+    }
+    let t24 = encode_sparse_24_bitmask("l.m", &m, Dtype::F32).unwrap();
+    let comp = &t24.iter().find(|(n, _)| n == "l.m.compressed").unwrap().1;
+    assert_eq!(comp.shape, vec![4, 8]);
+    assert_eq!(
+        t24.iter().find(|(n, _)| n == "l.m.shape").unwrap().1.shape,
+        vec![2, 1]
+    );
+    let mut u = pseudo_random(5, 13, 3);
+    u.data.iter_mut().step_by(3).for_each(|v| *v = 0.0);
+    let mut t = t24;
+    t.extend(encode_sparse_bitmask("l.u", &u, Dtype::F32).unwrap());
+    let (_d, s) = roundtrip(t, u64::MAX);
+    assert_eq!(s.read_linear("l.m", 4, 16, None).unwrap(), m);
+    assert_eq!(s.read_linear("l.u", 5, 13, None).unwrap(), u);
+    let (_, offs) = s.read_int("l.u.row_offsets").unwrap();
+    assert_eq!(offs[0], 0);
+    assert_eq!(
+        offs[1],
+        u.row(0).iter().filter(|v| **v != 0.0).count() as i64
+    );
+    // Three non-zeros in a group is refused, naming the row and columns.
+    let bad = Matrix::from_vec(1, 4, vec![1.0, 2.0, 3.0, 0.0]);
+    let e = encode_sparse_24_bitmask("x", &bad, Dtype::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("row 0, columns 0..4"), "{e}");
+}
+
+#[test]
+fn sparse_24_keeps_two_largest_ties_to_lower_column() {
+    let m = Matrix::from_vec(1, 8, vec![0.0, 0.0, 0.0, 0.0, 0.0, -2.0, 0.0, 0.0]);
+    let t = encode_sparse_24_bitmask("p", &m, Dtype::F32).unwrap();
+    let mask = &t.iter().find(|(n, _)| n == "p.bitmask").unwrap().1;
+    // Group 0 keeps columns 0 and 1 (all ties); group 1 keeps 5 (|-2|) and 4 (first tie).
+    assert_eq!(mask.bytes, vec![0b0011_0011]);
+}
+
+#[test]
+fn pack_quantized_roundtrip_symmetric_and_asymmetric() {
+    for (bits, gs, sym, dt) in [
+        (4u8, Some(8), true, ScaleDtype::F32),
+        (8, None, true, ScaleDtype::BF16),
+        (4, Some(16), false, ScaleDtype::BF16),
+        (2, Some(8), false, ScaleDtype::F32),
+        (8, Some(8), false, ScaleDtype::F16),
+    ] {
+        let m = pseudo_random(7, 32, bits as u32 + 11);
+        let scheme = QuantScheme {
+            bits,
+            group_size: gs,
+            symmetric: sym,
+        };
+        let cl = quantize_rtn(&m, scheme, dt).unwrap();
+        let sdt = match dt {
+            ScaleDtype::BF16 => Dtype::BF16,
+            ScaleDtype::F16 => Dtype::F16,
+            ScaleDtype::F32 => Dtype::F32,
+        };
+        let t = encode_pack_quantized("b.o", cl.quant.as_ref().unwrap(), 7, 32, sdt).unwrap();
+        assert_eq!(t.iter().any(|(n, _)| n == "b.o.weight_zero_point"), !sym);
+        let (_d, s) = roundtrip(t, u64::MAX);
+        let qcfg_value = quantization_config_json(&[(scheme, vec!["b.o".into()])], &[], "0.19.0");
+        let qcfg = QuantizationConfig::from_config(&qcfg_value, Path::new("config.json")).unwrap();
+        assert_eq!(
+            s.read_linear("b.o", 7, 32, qcfg.as_ref()).unwrap(),
+            cl.weight,
+            "{scheme:?}"
+        );
+        // Without a config the width is inferred from the packed shape.
+        assert_eq!(s.read_linear("b.o", 7, 32, None).unwrap(), cl.weight);
+        let e = s.read_linear("b.o", 7, 16, None).unwrap_err().to_string();
+        assert!(e.contains("weight_shape") && e.contains("[7, 16]"), "{e}");
+    }
+    let q = quantize_rtn(
+        &pseudo_random(2, 8, 1),
+        QuantScheme {
+            bits: 3,
+            group_size: None,
+            symmetric: true,
+        },
+        ScaleDtype::F32,
+    )
+    .unwrap();
+    assert!(encode_pack_quantized("c", q.quant.as_ref().unwrap(), 2, 8, Dtype::F32).is_err());
+}
+
+#[test]
+fn writer_shards_greedily_and_round_trips_bf16() {
+    // Six 40-byte bf16 tensors with a 100-byte limit: 2 per shard → 3 shards.
+    let ts: Vec<(String, OutTensor)> = (0..6)
+        .map(|i| {
+            let m = pseudo_random(4, 5, i + 1);
+            (
+                format!("t{i}"),
+                OutTensor {
+                    dtype: Dtype::BF16,
+                    shape: vec![4, 5],
+                    bytes: encode_floats(&m.data, Dtype::BF16).unwrap(),
+                },
+            )
+        })
+        .collect();
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::write(input.join("tokenizer.json"), "{}").unwrap();
+    let write = |out: &Path, force: bool| {
+        let mut w = CheckpointWriter::create(out, &input, force, 100).unwrap();
+        for (n, t) in ts.clone() {
+            w.add(n, t).unwrap();
+        }
+        let meta = BTreeMap::from([("pare_version".to_string(), "x".to_string())]);
+        let files = [input.join("tokenizer.json"), input.join("missing.json")];
+        w.finish(
+            &json!({"b": 1, "a": [1, 2]}),
+            &files,
+            &[("recipe.yaml".into(), b"steps: []\n".to_vec())],
+            meta,
+        )
+        .unwrap()
+    };
+    let out = root.path().join("out");
+    write(&out, false);
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "config.json",
+            "model-00001-of-00003.safetensors",
+            "model-00002-of-00003.safetensors",
+            "model-00003-of-00003.safetensors",
+            "model.safetensors.index.json",
+            "recipe.yaml",
+            "tokenizer.json"
+        ]
+    );
+    let index: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(index["metadata"]["total_size"], 240);
+    assert_eq!(
+        index["weight_map"]["t2"],
+        "model-00002-of-00003.safetensors"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("config.json")).unwrap(),
+        "{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": 1\n}\n"
+    );
+    let s = TensorStore::open(&out).unwrap();
+    assert_eq!(s.shard_count(), 3);
+    for (n, t) in &ts {
+        let (dt, shape, bytes) = s.read_raw(n).unwrap();
+        assert_eq!((dt, &shape, bytes), (t.dtype, &t.shape, &t.bytes[..]));
+    }
+    // Every shard carries the metadata (with format pt) and mode 0644.
+    for f in files.iter().filter(|f| f.ends_with(".safetensors")) {
+        let bytes = std::fs::read(out.join(f)).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let m = meta.metadata().clone().unwrap();
+        assert_eq!(
+            (m["format"].as_str(), m["pare_version"].as_str()),
+            ("pt", "x")
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(out.join(f)).unwrap().permissions().mode() & 0o777,
+                0o644
+            );
+        }
+    }
+    // Deterministic: a second write (with --force) gives byte-identical files.
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    assert!(
+        CheckpointWriter::create(&out, &input, false, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("--force")
+    );
+    write(&out, true);
+    let after: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    assert!(before == after);
+    // No temp folders left behind.
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 2);
+}
+
+#[test]
+fn writer_single_shard_and_oversized_tensor() {
+    let big = OutTensor {
+        dtype: Dtype::F32,
+        shape: vec![30],
+        bytes: vec![0; 120],
+    };
+    let small = OutTensor {
+        dtype: Dtype::F32,
+        shape: vec![2],
+        bytes: vec![0; 8],
+    };
+    let (_d, s) = roundtrip(
+        vec![
+            ("a".into(), small.clone()),
+            ("b".into(), big),
+            ("c".into(), small),
+        ],
+        100,
+    );
+    // a | b (alone, over the limit) | c
+    assert_eq!(s.shard_count(), 3);
+    assert!(
+        s.info("b")
+            .unwrap()
+            .file
+            .ends_with("model-00002-of-00003.safetensors")
+    );
+    let (_d2, s) = roundtrip(
+        vec![(
+            "x".into(),
+            OutTensor {
+                dtype: Dtype::I64,
+                shape: vec![1],
+                bytes: vec![1, 0, 0, 0, 0, 0, 0, 0],
+            },
+        )],
+        100,
+    );
+    assert!(s.info("x").unwrap().file.ends_with("model.safetensors"));
+    assert!(!s.dir().join("model.safetensors.index.json").exists());
+}
+
+#[test]
+fn writer_refuses_overlap_and_cleans_up_on_error() {
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    for out in [input.clone(), input.join("sub"), root.path().to_path_buf()] {
+        let e = CheckpointWriter::create(&out, &input, true, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("overlaps"), "{e}");
+    }
+    // Parent is a file: the temp folder cannot be created.
+    std::fs::write(root.path().join("file"), "x").unwrap();
+    assert!(CheckpointWriter::create(&root.path().join("file/out"), &input, false, 100).is_err());
+    // A write error (the shard path is taken by a directory) is an Io error naming the file, and
+    // dropping the writer removes the temp folder.
+    let out = root.path().join("out");
+    let mut w = CheckpointWriter::create(&out, &input, false, 10).unwrap();
+    let tmp = w.temp_dir().to_path_buf();
+    assert!(
+        tmp.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(".out.pare-tmp-")
+    );
+    std::fs::create_dir(tmp.join("shard-00001.partial")).unwrap();
+    let t = OutTensor {
+        dtype: Dtype::F32,
+        shape: vec![2],
+        bytes: vec![0; 8],
+    };
+    w.add("a".into(), t.clone()).unwrap();
+    let e = w.add("b".into(), t).unwrap_err();
+    assert!(
+        matches!(e, crate::PareError::Io { .. }) && e.to_string().contains("shard-00001.partial"),
+        "{e}"
+    );
+    drop(w);
+    assert!(!tmp.exists() && !out.exists());
+    // Bad byte count and duplicate names.
+    let mut w = CheckpointWriter::create(&out, &input, false, 10).unwrap();
+    assert!(
+        w.add(
+            "x".into(),
+            OutTensor {
+                dtype: Dtype::F32,
+                shape: vec![3],
+                bytes: vec![0; 8]
+            }
+        )
+        .is_err()
+    );
+    w.add(
+        "y".into(),
+        OutTensor {
+            dtype: Dtype::F32,
+            shape: vec![2],
+            bytes: vec![0; 8],
+        },
+    )
+    .unwrap();
+    assert!(
+        w.add(
+            "y".into(),
+            OutTensor {
+                dtype: Dtype::F32,
+                shape: vec![2],
+                bytes: vec![0; 8]
+            }
+        )
+        .is_err()
+    );
+}
+
+/// The fixture's quantised modules: prefixes of every `*.weight_packed`.
+fn packed_prefixes(s: &TensorStore) -> Vec<String> {
+    s.names()
+        .filter_map(|n| n.strip_suffix(".weight_packed"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn ulp_diff(a: f32, b: f32) -> u32 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+}
+
+/// THE byte-exactness test: tiny-llama (bf16 upcast to f32) through `quantize_rtn` and
+/// `encode_pack_quantized` gives the tensors llm-compressor wrote, for every quantised linear.
+#[test]
+fn rtn_matches_compressed_tensors_fixtures_byte_for_byte() {
+    let base = TensorStore::open(&tiny()).unwrap();
+    for (dir, scheme) in [
+        (
+            "w4g32",
+            QuantScheme {
+                bits: 4,
+                group_size: Some(32),
+                symmetric: true,
+            },
+        ),
+        (
+            "w8ch",
+            QuantScheme {
+                bits: 8,
+                group_size: None,
+                symmetric: true,
+            },
+        ),
+    ] {
+        let fdir = Path::new(SHARED).join("fixtures/ct-rtn").join(dir);
+        let fx = TensorStore::open(&fdir).unwrap();
+        let prefixes = packed_prefixes(&fx);
+        assert_eq!(prefixes.len(), 8 * 7, "{dir}");
+        let (mut packed_diff, mut max_ulp) = (0usize, 0u32);
+        for p in &prefixes {
+            let (shape, data) = base.read_f32(&format!("{p}.weight")).unwrap();
+            let m = Matrix::from_vec(shape[0], shape[1], data);
+            let cl = quantize_rtn(&m, scheme, ScaleDtype::F32).unwrap();
+            let ours =
+                encode_pack_quantized(p, cl.quant.as_ref().unwrap(), m.rows, m.cols, Dtype::F32)
+                    .unwrap();
+            let theirs: Vec<&str> = fx
+                .names()
+                .filter(|n| {
+                    n.strip_prefix(p.as_str())
+                        .is_some_and(|r| r.starts_with(".weight"))
+                })
+                .collect();
+            let mut our_names: Vec<&str> = ours.iter().map(|(n, _)| n.as_str()).collect();
+            our_names.sort();
+            assert_eq!(our_names, theirs, "{dir} {p}");
+            for (name, t) in &ours {
+                let (dt, sh, bytes) = fx.read_raw(name).unwrap();
+                assert_eq!((dt, &sh), (t.dtype, &t.shape), "{dir} {name}");
+                if name.ends_with("weight_scale") {
+                    for (a, b) in t.bytes.chunks(4).zip(bytes.chunks(4)) {
+                        let (a, b) = (
+                            f32::from_le_bytes(a.try_into().unwrap()),
+                            f32::from_le_bytes(b.try_into().unwrap()),
+                        );
+                        max_ulp = max_ulp.max(ulp_diff(a, b));
+                    }
+                } else if name.ends_with("weight_packed") {
+                    packed_diff += t
+                        .bytes
+                        .chunks(4)
+                        .zip(bytes.chunks(4))
+                        .filter(|(a, b)| a != b)
+                        .count();
+                } else {
+                    assert_eq!(&t.bytes[..], bytes, "{dir} {name}");
+                }
+            }
+        }
+        assert_eq!(
+            (packed_diff, max_ulp),
+            (0, 0),
+            "{dir}: differing packed words, max scale ulp difference"
+        );
+    }
+}
+
+#[test]
+fn fixture_decodes_within_one_step_of_the_original() {
+    let base = TensorStore::open(&tiny()).unwrap();
+    for dir in ["w4g32", "w8ch"] {
+        let fdir = Path::new(SHARED).join("fixtures/ct-rtn").join(dir);
+        let fx = TensorStore::open(&fdir).unwrap();
+        let cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(fdir.join("config.json")).unwrap())
+                .unwrap();
+        let qcfg =
+            QuantizationConfig::from_config(&cfg["quantization_config"], &fdir.join("config.json"))
+                .unwrap();
+        for p in [
+            "model.layers.0.mlp.down_proj",
+            "model.layers.7.self_attn.k_proj",
+        ] {
+            let (shape, w) = base.read_f32(&format!("{p}.weight")).unwrap();
+            let d = fx
+                .read_linear(p, shape[0], shape[1], qcfg.as_ref())
+                .unwrap();
+            let (_, scales) = fx.read_f32(&format!("{p}.weight_scale")).unwrap();
+            let ng = scales.len() / shape[0];
+            for r in 0..shape[0] {
+                for c in 0..shape[1] {
+                    let s = scales[r * ng + c * ng / shape[1]];
+                    let (a, b) = (d.get(r, c), w[r * shape[1] + c]);
+                    assert!(
+                        (a - b).abs() <= s * 0.5001,
+                        "{dir} {p} [{r},{c}]: {a} vs {b}, scale {s}"
+                    );
+                }
+            }
+        }
+        // Non-quantised tensors are the f32 upcast of the bf16 originals.
+        assert_eq!(
+            fx.read_f32("model.norm.weight").unwrap(),
+            base.read_f32("model.norm.weight").unwrap()
+        );
+    }
+}
+
+#[test]
+fn quantization_config_json_matches_fixtures() {
+    for (dir, scheme) in [
+        (
+            "w4g32",
+            QuantScheme {
+                bits: 4,
+                group_size: Some(32),
+                symmetric: true,
+            },
+        ),
+        (
+            "w8ch",
+            QuantScheme {
+                bits: 8,
+                group_size: None,
+                symmetric: true,
+            },
+        ),
+    ] {
+        let fdir = Path::new(SHARED).join("fixtures/ct-rtn").join(dir);
+        let cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(fdir.join("config.json")).unwrap())
+                .unwrap();
+        let fx = TensorStore::open(&fdir).unwrap();
+        let ours = quantization_config_json(
+            &[(scheme, packed_prefixes(&fx))],
+            &["lm_head".to_string()],
+            "0.19.0",
+        );
+        assert_eq!(ours, cfg["quantization_config"], "{dir}");
+    }
+    // Two schemes: exact module names as targets, asymmetric zp_dtype.
+    let a = QuantScheme {
+        bits: 4,
+        group_size: Some(128),
+        symmetric: false,
+    };
+    let b = QuantScheme {
+        bits: 8,
+        group_size: None,
+        symmetric: true,
+    };
+    let v = quantization_config_json(
+        &[(a, vec!["m.x".into()]), (b, vec!["m.y".into()])],
+        &[],
+        "0.19.0",
+    );
+    assert_eq!(v["config_groups"]["group_0"]["targets"], json!(["m.x"]));
+    assert_eq!(
+        v["config_groups"]["group_0"]["weights"]["zp_dtype"],
+        json!("torch.int8")
+    );
+    assert_eq!(
+        v["config_groups"]["group_1"]["weights"]["strategy"],
+        json!("channel")
+    );
+    let q = QuantizationConfig::from_config(&v, Path::new("c.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (q.bits_for("m.x"), q.bits_for("m.y"), q.bits_for("m.z")),
+        (Some(4), Some(8), None)
+    );
+    let sp = sparsity_config_json(
+        "sparse-24-bitmask",
+        0.5,
+        "2:4",
+        &["Linear".into()],
+        &["lm_head".into()],
+    );
+    assert_eq!(sp["sparsity_structure"], "2:4");
+    assert_eq!(sp.as_object().unwrap().len(), 5);
+}

@@ -1,0 +1,139 @@
+//! Command-line definitions (clap derive) — no logic here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// pare: post-training compression of large language models.
+#[derive(Parser, Debug)]
+#[command(name = "pare", version, about, long_about = None)]
+pub struct Cli {
+    /// Compute device: cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
+    /// Worker threads for CPU work (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// No progress bars or warnings on stderr.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Compress a checkpoint with a YAML recipe.
+    Compress(CompressArgs),
+    /// Perplexity, KL-divergence against a base model, and task suites.
+    Eval(EvalArgs),
+    /// Run several recipes on one model and compare them side by side.
+    Compare(CompareArgs),
+    /// Show a checkpoint's architecture and every linear layer.
+    Inspect {
+        /// Model directory (Hugging Face layout).
+        dir: PathBuf,
+    },
+    /// List the sparsity patterns and quantisation formats pare knows.
+    Formats,
+    /// Benchmarks that report ratios measured in one run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CompressArgs {
+    /// Input model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Recipe YAML file.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// Output directory (must not exist unless --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub force: bool,
+    /// Largest safetensors shard, e.g. 5GB (decimal) or 500MiB; overrides the recipe.
+    #[arg(long)]
+    pub max_shard_size: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Model directory to evaluate.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Dense reference model for KL-divergence and agreement.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Text file for perplexity.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Window length in tokens (default: min(max_position_embeddings, 512)).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Use at most this many windows.
+    #[arg(long)]
+    pub max_windows: Option<usize>,
+    /// Task files (JSONL, see eval/README.md).
+    #[arg(long, num_args = 1..)]
+    pub tasks: Vec<PathBuf>,
+    /// Write report.{json,md,html} into this directory.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Input model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Recipes to run (two or more).
+    #[arg(long = "recipe", required = true)]
+    pub recipes: Vec<PathBuf>,
+    /// Output directory: one folder per recipe plus comparison.{json,md,html}.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Evaluation text (default: each recipe's eval text).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Task files evaluated on every compressed model.
+    #[arg(long, num_args = 1..)]
+    pub tasks: Vec<PathBuf>,
+    /// Re-run recipes whose output already exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Block-by-block forward throughput vs the GEMM peak of this machine.
+    Forward {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 16)]
+        sequences: usize,
+    },
+    /// Compression time of recipes over one plain calibration forward pass.
+    Compress {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long = "recipe", required = true)]
+        recipes: Vec<PathBuf>,
+        /// Override the recipes' calibration sample count.
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Override the recipes' calibration sequence length.
+        #[arg(long)]
+        seq_len: Option<usize>,
+    },
+}

@@ -1,0 +1,1 @@
+//! `pare compare` (placeholder until the comparison report lands).

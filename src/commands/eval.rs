@@ -1,0 +1,97 @@
+//! `pare eval`: perplexity on a text, KL-divergence and agreement against a base model, and task
+//! suites, gathered into one `Report`.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use crate::error::{PareError, Result};
+use crate::eval::tasks::{lm_eval_results, load_task, run_task};
+use crate::eval::text::{score, summary, text_windows};
+use crate::pipeline::{ModelRunner, Progress};
+use crate::report::Report;
+
+/// What to evaluate.
+#[derive(Clone, Debug, Default)]
+pub struct EvalRequest {
+    pub model: PathBuf,
+    pub base: Option<PathBuf>,
+    pub text: Option<PathBuf>,
+    pub seq_len: Option<usize>,
+    pub max_windows: Option<usize>,
+    pub tasks: Vec<PathBuf>,
+}
+
+/// Default window: min(max_position_embeddings, 512), the golden files' protocol.
+pub fn default_seq_len(runner: &ModelRunner) -> usize {
+    runner.cfg().max_position_embeddings.min(512)
+}
+
+/// Evaluates `model` (and `base`, already opened) into the quality and task parts of a report.
+pub fn evaluate_into(
+    report: &mut Report,
+    model: &mut ModelRunner,
+    mut base: Option<&mut ModelRunner>,
+    text: Option<&Path>,
+    seq_len: Option<usize>,
+    max_windows: Option<usize>,
+    tasks: &[PathBuf],
+    progress: &dyn Progress,
+) -> Result<()> {
+    if let Some(text) = text {
+        let seq = seq_len.unwrap_or_else(|| default_seq_len(model));
+        if seq > model.cfg().max_position_embeddings {
+            progress.warn(&format!(
+                "seq-len {seq} exceeds max_position_embeddings {}",
+                model.cfg().max_position_embeddings
+            ));
+        }
+        let windows = text_windows(model, text, seq, max_windows)?;
+        let scores = score(model, base.as_deref(), &windows, progress)?;
+        report.quality = Some(summary::quality(&text.display().to_string(), &scores));
+    }
+    for path in tasks {
+        let task = load_task(path)?;
+        progress.start(&format!("task {}", task.header.task), 1);
+        let result = match base.as_deref_mut() {
+            Some(b) => run_task(model, Some(b), &task)?,
+            None => run_task(model, None, &task)?,
+        };
+        progress.finish();
+        report.tasks.push(result);
+    }
+    if !report.tasks.is_empty() {
+        report.lm_eval_results = lm_eval_results(&report.tasks);
+    }
+    Ok(())
+}
+
+/// Runs `pare eval`.
+pub fn run(req: &EvalRequest, device: &Device, progress: &dyn Progress) -> Result<Report> {
+    if req.text.is_none() && req.tasks.is_empty() {
+        return Err(PareError::Usage("pare eval: give --text FILE and/or --tasks FILE...".into()));
+    }
+    let mut model = ModelRunner::open(&req.model, device)?;
+    let mut base = match &req.base {
+        Some(b) => Some(ModelRunner::open(b, device)?),
+        None => None,
+    };
+    let mut report = Report {
+        provenance: super::provenance(
+            &req.model.display().to_string(),
+            req.base.as_ref().map(|b| b.display().to_string()).as_deref(),
+        ),
+        ..Default::default()
+    };
+    evaluate_into(
+        &mut report,
+        &mut model,
+        base.as_mut(),
+        req.text.as_deref(),
+        req.seq_len,
+        req.max_windows,
+        &req.tasks,
+        progress,
+    )?;
+    Ok(report)
+}

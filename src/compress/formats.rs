@@ -1,0 +1,400 @@
+//! The format table: every quantisation format and sparsity pattern pare knows, in one `const`
+//! slice that drives recipe parsing, `pare formats`, validation and writer metadata.
+//!
+//! Adding a format is adding one row to [`FORMATS`]. Quantisation names read
+//! `int{bits}-{ch|g<group>}-{sym|asym}`: `ch` is one scale per output channel (row), `g128` one
+//! scale per 128 consecutive input columns of a row. Sparsity patterns are `unstructured` or
+//! `N:M`, meaning **keep N of every M** consecutive input weights (`2:4` keeps 2 of 4); any
+//! `N:M` with `1 ≤ N < M` is accepted by [`parse_pattern`], the table lists the common ones.
+
+use crate::compress::{NofM, QuantScheme};
+
+/// What a row of the format table describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatKind {
+    /// An integer weight quantisation scheme (recipe key `format:`).
+    Quant(QuantScheme),
+    /// A sparsity pattern (recipe key `pattern:`); `None` is unstructured.
+    Sparse(Option<NofM>),
+}
+
+/// One row of the format table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FormatRow {
+    /// The name recipes use, e.g. `int4-g128-sym` or `2:4`.
+    pub name: &'static str,
+    pub kind: FormatKind,
+    /// One line for `pare formats`.
+    pub description: &'static str,
+}
+
+const fn q(
+    name: &'static str,
+    bits: u8,
+    group: usize,
+    symmetric: bool,
+    description: &'static str,
+) -> FormatRow {
+    let group_size = if group == 0 { None } else { Some(group) };
+    FormatRow {
+        name,
+        kind: FormatKind::Quant(QuantScheme {
+            bits,
+            group_size,
+            symmetric,
+        }),
+        description,
+    }
+}
+
+const fn sp(name: &'static str, pattern: Option<NofM>, description: &'static str) -> FormatRow {
+    FormatRow {
+        name,
+        kind: FormatKind::Sparse(pattern),
+        description,
+    }
+}
+
+/// Every known format. Group `0` in the `q` rows means per channel.
+pub const FORMATS: &[FormatRow] = &[
+    q(
+        "int8-ch-sym",
+        8,
+        0,
+        true,
+        "8-bit, one scale per output channel (W8A16)",
+    ),
+    q(
+        "int8-ch-asym",
+        8,
+        0,
+        false,
+        "8-bit, scale and zero-point per output channel",
+    ),
+    q(
+        "int8-g128-sym",
+        8,
+        128,
+        true,
+        "8-bit, one scale per 128 input columns",
+    ),
+    q(
+        "int8-g128-asym",
+        8,
+        128,
+        false,
+        "8-bit, scale and zero-point per 128 input columns",
+    ),
+    q(
+        "int8-g64-sym",
+        8,
+        64,
+        true,
+        "8-bit, one scale per 64 input columns",
+    ),
+    q(
+        "int8-g64-asym",
+        8,
+        64,
+        false,
+        "8-bit, scale and zero-point per 64 input columns",
+    ),
+    q(
+        "int8-g32-sym",
+        8,
+        32,
+        true,
+        "8-bit, one scale per 32 input columns",
+    ),
+    q(
+        "int8-g32-asym",
+        8,
+        32,
+        false,
+        "8-bit, scale and zero-point per 32 input columns",
+    ),
+    q(
+        "int4-ch-sym",
+        4,
+        0,
+        true,
+        "4-bit, one scale per output channel",
+    ),
+    q(
+        "int4-ch-asym",
+        4,
+        0,
+        false,
+        "4-bit, scale and zero-point per output channel",
+    ),
+    q(
+        "int4-g128-sym",
+        4,
+        128,
+        true,
+        "4-bit, one scale per 128 input columns (W4A16)",
+    ),
+    q(
+        "int4-g128-asym",
+        4,
+        128,
+        false,
+        "4-bit, scale and zero-point per 128 input columns (W4A16_ASYM)",
+    ),
+    q(
+        "int4-g64-sym",
+        4,
+        64,
+        true,
+        "4-bit, one scale per 64 input columns",
+    ),
+    q(
+        "int4-g64-asym",
+        4,
+        64,
+        false,
+        "4-bit, scale and zero-point per 64 input columns",
+    ),
+    q(
+        "int4-g32-sym",
+        4,
+        32,
+        true,
+        "4-bit, one scale per 32 input columns",
+    ),
+    q(
+        "int4-g32-asym",
+        4,
+        32,
+        false,
+        "4-bit, scale and zero-point per 32 input columns",
+    ),
+    sp(
+        "unstructured",
+        None,
+        "any weights may be zero; the amount is set by `sparsity`",
+    ),
+    sp(
+        "2:4",
+        Some(NofM { n: 2, m: 4 }),
+        "keep 2 of every 4 consecutive input weights (50%)",
+    ),
+    sp(
+        "4:8",
+        Some(NofM { n: 4, m: 8 }),
+        "keep 4 of every 8 consecutive input weights (50%)",
+    ),
+];
+
+/// The row called `name` (exact match), if any.
+pub fn row_by_name(name: &str) -> Option<&'static FormatRow> {
+    FORMATS.iter().find(|r| r.name == name)
+}
+
+/// The quantisation scheme called `name`, e.g. `int4-g128-sym`.
+pub fn scheme_by_name(name: &str) -> Option<QuantScheme> {
+    match row_by_name(name)?.kind {
+        FormatKind::Quant(s) => Some(s),
+        FormatKind::Sparse(_) => None,
+    }
+}
+
+/// The table name of a scheme, if the table has it (for reports and writer metadata).
+pub fn scheme_name(scheme: &QuantScheme) -> Option<&'static str> {
+    FORMATS
+        .iter()
+        .find(|r| r.kind == FormatKind::Quant(*scheme))
+        .map(|r| r.name)
+}
+
+/// Names of all quantisation formats, in table order.
+pub fn quant_names() -> impl Iterator<Item = &'static str> {
+    FORMATS
+        .iter()
+        .filter(|r| matches!(r.kind, FormatKind::Quant(_)))
+        .map(|r| r.name)
+}
+
+/// Names of the listed sparsity patterns, in table order.
+pub fn pattern_names() -> impl Iterator<Item = &'static str> {
+    FORMATS
+        .iter()
+        .filter(|r| matches!(r.kind, FormatKind::Sparse(_)))
+        .map(|r| r.name)
+}
+
+/// Bit widths that appear in the table (for methods that take `bits:` rather than a format).
+pub fn supported_bits() -> Vec<u8> {
+    let mut bits: Vec<u8> = FORMATS
+        .iter()
+        .filter_map(|r| match r.kind {
+            FormatKind::Quant(s) => Some(s.bits),
+            FormatKind::Sparse(_) => None,
+        })
+        .collect();
+    bits.sort_unstable();
+    bits.dedup();
+    bits
+}
+
+/// Parses a sparsity pattern: `unstructured` → `None`, `N:M` (keep N of every M, `1 ≤ N < M`)
+/// → `Some`. The error text says what was expected.
+pub fn parse_pattern(text: &str) -> Result<Option<NofM>, String> {
+    let text = text.trim();
+    if text == "unstructured" {
+        return Ok(None);
+    }
+    let Some((n, m)) = text.split_once(':') else {
+        return Err(format!(
+            "unknown pattern `{text}`: expected `unstructured` or `N:M` (keep N of every M weights, e.g. `2:4`)"
+        ));
+    };
+    let (Ok(n), Ok(m)) = (n.trim().parse::<usize>(), m.trim().parse::<usize>()) else {
+        return Err(format!(
+            "pattern `{text}`: N and M in `N:M` must be whole numbers, e.g. `2:4` keeps 2 of every 4"
+        ));
+    };
+    if n == 0 || n >= m {
+        return Err(format!(
+            "pattern `{text}` keeps {n} of every {m} weights: N must satisfy 1 ≤ N < M (`2:4` keeps 2 of every 4)"
+        ));
+    }
+    Ok(Some(NofM { n, m }))
+}
+
+/// The table as aligned plain text, for `pare formats`.
+pub fn formats_table() -> String {
+    let mut rows: Vec<[String; 6]> = vec![[
+        "name".into(),
+        "kind".into(),
+        "bits".into(),
+        "group".into(),
+        "symmetric".into(),
+        "description".into(),
+    ]];
+    for r in FORMATS {
+        rows.push(match r.kind {
+            FormatKind::Quant(s) => [
+                r.name.into(),
+                "quant".into(),
+                s.bits.to_string(),
+                s.group_size.map_or("channel".into(), |g| g.to_string()),
+                if s.symmetric { "yes" } else { "no" }.into(),
+                r.description.into(),
+            ],
+            FormatKind::Sparse(p) => [
+                r.name.into(),
+                "sparsity".into(),
+                "-".into(),
+                p.map_or("-".into(), |p| p.m.to_string()),
+                "-".into(),
+                r.description.into(),
+            ],
+        });
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_match_their_scheme() {
+        for (i, a) in FORMATS.iter().enumerate() {
+            assert!(
+                FORMATS[i + 1..].iter().all(|b| b.name != a.name),
+                "duplicate {}",
+                a.name
+            );
+            if let FormatKind::Quant(s) = a.kind {
+                let group = s.group_size.map_or("ch".to_string(), |g| format!("g{g}"));
+                let sym = if s.symmetric { "sym" } else { "asym" };
+                assert_eq!(a.name, format!("int{}-{group}-{sym}", s.bits));
+            }
+        }
+    }
+
+    #[test]
+    fn lookups() {
+        assert_eq!(
+            scheme_by_name("int4-g128-sym"),
+            Some(QuantScheme {
+                bits: 4,
+                group_size: Some(128),
+                symmetric: true
+            })
+        );
+        assert_eq!(
+            scheme_by_name("int8-ch-asym"),
+            Some(QuantScheme {
+                bits: 8,
+                group_size: None,
+                symmetric: false
+            })
+        );
+        assert_eq!(scheme_by_name("2:4"), None);
+        assert_eq!(scheme_by_name("int3-ch-sym"), None);
+        let s = QuantScheme {
+            bits: 4,
+            group_size: Some(32),
+            symmetric: false,
+        };
+        assert_eq!(scheme_name(&s), Some("int4-g32-asym"));
+        assert_eq!(supported_bits(), vec![4, 8]);
+        assert_eq!(quant_names().count(), 16);
+        assert_eq!(
+            pattern_names().collect::<Vec<_>>(),
+            vec!["unstructured", "2:4", "4:8"]
+        );
+    }
+
+    #[test]
+    fn patterns() {
+        assert_eq!(parse_pattern("unstructured"), Ok(None));
+        assert_eq!(parse_pattern("2:4"), Ok(Some(NofM { n: 2, m: 4 })));
+        assert_eq!(parse_pattern(" 1:8 "), Ok(Some(NofM { n: 1, m: 8 })));
+        assert!(parse_pattern("4:4").is_err_and(|e| e.contains("1 ≤ N < M")));
+        assert!(parse_pattern("0:4").is_err());
+        assert!(parse_pattern("a:4").is_err());
+        assert!(parse_pattern("dense").is_err_and(|e| e.contains("keep N of every M")));
+    }
+
+    #[test]
+    fn table_is_aligned() {
+        let t = formats_table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), FORMATS.len() + 1);
+        assert!(lines[0].starts_with("name"));
+        let col = lines[0].find("kind").unwrap_or(0);
+        assert!(col > 0);
+        for l in &lines[1..] {
+            assert!(
+                l[col..].starts_with("quant") || l[col..].starts_with("sparsity"),
+                "{l}"
+            );
+        }
+        assert!(t.contains("int4-g128-sym") && t.contains("keep 2 of every 4"));
+    }
+}

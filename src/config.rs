@@ -1,0 +1,261 @@
+//! `HfConfig`: the fields of a Hugging Face `config.json` that pare's architectures use, read
+//! leniently (unknown keys ignored) and then checked, with errors naming the file and the field.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{PareError, Result};
+
+/// Architectures pare can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ArchKind {
+    /// `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM` (dense decoder).
+    Llama,
+    /// `MixtralForCausalLM` (top-k routed experts).
+    Mixtral,
+}
+
+/// RoPE frequency scaling of type `llama3` (Llama 3.1+).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Llama3RopeScaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
+}
+
+/// The checked model configuration.
+#[derive(Clone, Debug)]
+pub struct HfConfig {
+    /// `architectures[0]` as written.
+    pub architecture: String,
+    pub kind: ArchKind,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// q/k/v projections carry biases (Qwen2, or `attention_bias: true`).
+    pub attention_bias: bool,
+    pub sliding_window: Option<usize>,
+    /// Mixtral: number of experts and experts per token.
+    pub num_experts: usize,
+    pub experts_per_token: usize,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    /// The whole file, kept so outputs can copy it with additions.
+    pub raw: Value,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    architectures: Option<Vec<String>>,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_parameters: Option<Value>,
+    rope_scaling: Option<Value>,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    sliding_window: Option<usize>,
+    num_local_experts: Option<usize>,
+    num_experts_per_tok: Option<usize>,
+    bos_token_id: Option<Value>,
+    eos_token_id: Option<Value>,
+    hidden_act: Option<String>,
+}
+
+fn first_id(v: &Option<Value>) -> Option<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| x as u32),
+        Some(Value::Array(a)) => a.first().and_then(|x| x.as_u64()).map(|x| x as u32),
+        _ => None,
+    }
+}
+
+impl HfConfig {
+    /// Reads and checks `dir/config.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(PareError::input(dir, "model directory does not exist"));
+        }
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| PareError::input(&path, format!("cannot read config.json: {e}")))?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses config text; `path` is used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let raw: Value = serde_json::from_str(text)
+            .map_err(|e| PareError::input(path, format!("not valid JSON: {e}")))?;
+        let c: RawConfig = serde_json::from_value(raw.clone())
+            .map_err(|e| PareError::input(path, format!("unexpected field type: {e}")))?;
+        let need = |v: Option<usize>, field: &str| -> Result<usize> {
+            match v {
+                Some(x) if x > 0 => Ok(x),
+                Some(_) => Err(PareError::input(path, format!("field `{field}` must be > 0"))),
+                None => Err(PareError::input(path, format!("missing field `{field}`"))),
+            }
+        };
+        let architecture = c
+            .architectures
+            .as_ref()
+            .and_then(|a| a.first().cloned())
+            .ok_or_else(|| PareError::input(path, "missing field `architectures`"))?;
+        let kind = match architecture.as_str() {
+            "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" => ArchKind::Llama,
+            "MixtralForCausalLM" => ArchKind::Mixtral,
+            other => {
+                return Err(PareError::input(
+                    path,
+                    format!(
+                        "field `architectures`: unsupported architecture `{other}`; expected one of \
+                         LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM"
+                    ),
+                ));
+            }
+        };
+        if let Some(act) = &c.hidden_act {
+            if act != "silu" {
+                return Err(PareError::input(
+                    path,
+                    format!("field `hidden_act`: `{act}` is not supported; expected `silu`"),
+                ));
+            }
+        }
+        let hidden_size = need(c.hidden_size, "hidden_size")?;
+        let num_heads = need(c.num_attention_heads, "num_attention_heads")?;
+        let num_kv_heads = c.num_key_value_heads.unwrap_or(num_heads);
+        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(PareError::input(
+                path,
+                format!(
+                    "field `num_key_value_heads`: {num_kv_heads} must divide num_attention_heads {num_heads}"
+                ),
+            ));
+        }
+        let head_dim = match c.head_dim {
+            Some(h) if h > 0 => h,
+            _ if hidden_size % num_heads == 0 => hidden_size / num_heads,
+            _ => {
+                return Err(PareError::input(
+                    path,
+                    "field `head_dim` missing and hidden_size is not divisible by num_attention_heads",
+                ));
+            }
+        };
+        if head_dim % 2 != 0 {
+            return Err(PareError::input(path, format!("field `head_dim`: {head_dim} must be even for RoPE")));
+        }
+        // rope_theta: top level (transformers 4) or inside rope_parameters (transformers 5).
+        let params = c.rope_parameters.as_ref().or(c.rope_scaling.as_ref());
+        let rope_theta = c
+            .rope_theta
+            .or_else(|| params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64))
+            .unwrap_or(10000.0);
+        let rope_scaling = parse_rope_scaling(params, path)?;
+        let (num_experts, experts_per_token) = if kind == ArchKind::Mixtral {
+            let e = need(c.num_local_experts, "num_local_experts")?;
+            let k = need(c.num_experts_per_tok, "num_experts_per_tok")?;
+            if k > e {
+                return Err(PareError::input(
+                    path,
+                    format!("field `num_experts_per_tok`: {k} exceeds num_local_experts {e}"),
+                ));
+            }
+            (e, k)
+        } else {
+            (0, 0)
+        };
+        Ok(HfConfig {
+            kind,
+            vocab_size: need(c.vocab_size, "vocab_size")?,
+            hidden_size,
+            intermediate_size: need(c.intermediate_size, "intermediate_size")?,
+            num_layers: need(c.num_hidden_layers, "num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling,
+            max_position_embeddings: c.max_position_embeddings.unwrap_or(2048),
+            tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
+            attention_bias: c.attention_bias.unwrap_or(architecture == "Qwen2ForCausalLM"),
+            sliding_window: c.sliding_window,
+            num_experts,
+            experts_per_token,
+            bos_token_id: first_id(&c.bos_token_id),
+            eos_token_id: first_id(&c.eos_token_id),
+            architecture,
+            raw,
+        })
+    }
+}
+
+fn parse_rope_scaling(params: Option<&Value>, path: &Path) -> Result<Option<Llama3RopeScaling>> {
+    let Some(p) = params else { return Ok(None) };
+    let kind = p.get("rope_type").or_else(|| p.get("type")).and_then(Value::as_str).unwrap_or("default");
+    match kind {
+        "default" => Ok(None),
+        "llama3" => {
+            let num = |k: &str| -> Result<f64> {
+                p.get(k).and_then(Value::as_f64).ok_or_else(|| {
+                    PareError::input(path, format!("rope scaling `llama3`: missing number `{k}`"))
+                })
+            };
+            Ok(Some(Llama3RopeScaling {
+                factor: num("factor")?,
+                low_freq_factor: num("low_freq_factor")?,
+                high_freq_factor: num("high_freq_factor")?,
+                original_max_position_embeddings: num("original_max_position_embeddings")?,
+            }))
+        }
+        other => Err(PareError::input(
+            path,
+            format!("rope scaling type `{other}` is not supported; expected `default` or `llama3`"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rope_theta_from_rope_parameters() {
+        let text = r#"{"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":8,
+            "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
+            "rope_parameters":{"rope_theta":500000.0,"rope_type":"llama3","factor":8.0,
+            "low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#;
+        let c = HfConfig::parse(text, Path::new("config.json")).unwrap();
+        assert_eq!(c.rope_theta, 500000.0);
+        assert_eq!(c.head_dim, 4);
+        assert_eq!(c.num_kv_heads, 2);
+        assert_eq!(c.rope_scaling.unwrap().factor, 8.0);
+    }
+
+    #[test]
+    fn unknown_architecture_is_named() {
+        let text = r#"{"architectures":["GPT2LMHeadModel"],"vocab_size":10}"#;
+        let err = HfConfig::parse(text, Path::new("m/config.json")).unwrap_err().to_string();
+        assert!(err.contains("m/config.json") && err.contains("GPT2LMHeadModel"), "{err}");
+    }
+}

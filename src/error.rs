@@ -1,0 +1,56 @@
+//! The library's one error type. Every variant names what was wrong and where (file, key path,
+//! tensor, layer); `main.rs` prints it and maps it to an exit code.
+
+use std::path::{Path, PathBuf};
+
+/// Result alias used across the library.
+pub type Result<T, E = PareError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in pare.
+#[derive(Debug, thiserror::Error)]
+pub enum PareError {
+    /// A file the user gave (model, text, task, ids) is missing or malformed.
+    #[error("{}: {message}", path.display())]
+    Input { path: PathBuf, message: String },
+
+    /// A recipe is malformed or does not fit the model: `key` is the path inside the recipe.
+    #[error("{}: {key}: {message}", path.display())]
+    Recipe { path: PathBuf, key: String, message: String },
+
+    /// Reading or writing failed at the operating-system level (permissions, full disk …).
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+
+    /// A usage error not tied to a file (bad flag combination, unknown device …).
+    #[error("{0}")]
+    Usage(String),
+
+    /// Numerical failure that could not be recovered (e.g. Cholesky after all retries).
+    #[error("{0}")]
+    Numerical(String),
+}
+
+impl PareError {
+    /// Input error about `path`.
+    pub fn input(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
+        PareError::Input { path: path.as_ref().to_path_buf(), message: message.into() }
+    }
+
+    /// Recipe error at `key` in `path`.
+    pub fn recipe(path: impl AsRef<Path>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        PareError::Recipe { path: path.as_ref().to_path_buf(), key: key.into(), message: message.into() }
+    }
+
+    /// I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        PareError::Io { context: context.into(), source }
+    }
+
+    /// Process exit code: 2 for anything the user can fix (input, recipe, I/O, usage), 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            PareError::Numerical(_) => 1,
+            _ => 2,
+        }
+    }
+}

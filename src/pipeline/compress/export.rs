@@ -1,0 +1,147 @@
+//! Export of compressed linears in the recipe's layout, and the config.json that describes them
+//! (compressed-tensors `quantization_config` / `sparsity_config`, plus pare's provenance).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::calib::CalibrationSet;
+use crate::checkpoint::{self, Dtype, OutTensor};
+use crate::compress::quant::ScaleDtype;
+use crate::compress::{CompressedLinear, QuantScheme};
+use crate::error::{PareError, Result};
+use crate::recipe::{ExportFormat, Plan};
+
+/// compressed-tensors version whose layout pare writes.
+pub const CT_VERSION: &str = "0.19.0";
+
+/// The dtype quantisation scales are rounded to: the model's float dtype.
+pub fn scale_dtype_for(dtype: Dtype) -> ScaleDtype {
+    match dtype {
+        Dtype::BF16 => ScaleDtype::BF16,
+        Dtype::F16 => ScaleDtype::F16,
+        _ => ScaleDtype::F32,
+    }
+}
+
+fn dtype_bytes(d: Dtype) -> u64 {
+    match d {
+        Dtype::BF16 | Dtype::F16 => 2,
+        Dtype::F64 => 8,
+        _ => 4,
+    }
+}
+
+/// What the export has seen so far: quantised module groups, sparsity, byte counts.
+pub struct ExportState {
+    format: ExportFormat,
+    dtype: Dtype,
+    groups: Vec<(QuantScheme, Vec<String>)>,
+    unquantised: Vec<String>,
+    sparse_targets: Vec<String>,
+    zeros: u64,
+    params: u64,
+    bytes_before: u64,
+    bytes_after: u64,
+}
+
+impl ExportState {
+    pub fn new(plan: &Plan, dtype: Dtype) -> Self {
+        Self {
+            format: plan.export.format,
+            dtype,
+            groups: Vec::new(),
+            unquantised: Vec::new(),
+            sparse_targets: Vec::new(),
+            zeros: 0,
+            params: 0,
+            bytes_before: 0,
+            bytes_after: 0,
+        }
+    }
+
+    /// Tensors for linear `key` (checkpoint module prefix) in the export layout.
+    pub fn encode(&mut self, key: &str, id: &str, cl: &CompressedLinear, compressed: bool) -> Result<Vec<(String, OutTensor)>> {
+        let w = &cl.weight;
+        self.params += w.data.len() as u64;
+        self.zeros += w.data.iter().filter(|v| **v == 0.0).count() as u64;
+        self.bytes_before += w.data.len() as u64 * dtype_bytes(self.dtype);
+        let tensors = match (self.format, compressed, &cl.quant) {
+            (ExportFormat::PackQuantized, true, Some(q)) => {
+                match self.groups.iter_mut().find(|(s, _)| *s == q.scheme) {
+                    Some((_, mods)) => mods.push(key.to_string()),
+                    None => self.groups.push((q.scheme, vec![key.to_string()])),
+                }
+                checkpoint::encode_pack_quantized(key, q, w.rows, w.cols, self.dtype)?
+            }
+            (ExportFormat::SparseBitmask, true, _) => {
+                self.sparse_targets.push(key.to_string());
+                checkpoint::encode_sparse_bitmask(key, w, self.dtype)?
+            }
+            (ExportFormat::Sparse24Bitmask, true, _) => {
+                self.sparse_targets.push(key.to_string());
+                checkpoint::encode_sparse_24_bitmask(key, w, self.dtype)
+                    .map_err(|e| PareError::Usage(format!("{id}: {e}")))?
+            }
+            _ => {
+                self.unquantised.push(key.to_string());
+                checkpoint::encode_dense(key, w, self.dtype)?
+            }
+        };
+        self.bytes_after += tensors.iter().map(|(_, t)| t.bytes.len() as u64).sum::<u64>();
+        Ok(tensors)
+    }
+
+    /// Linear-layer bytes before (dense in the model dtype) and after export.
+    pub fn linear_bytes(&self) -> (u64, u64) {
+        (self.bytes_before, self.bytes_after)
+    }
+
+    /// The output config.json: the input's, plus pare's `compression` section and the
+    /// compressed-tensors block for the chosen layout.
+    pub fn config_json(&self, raw: &Value, plan: &Plan, calib: &CalibrationSet) -> Result<Value> {
+        let mut cfg = raw.clone();
+        let Some(obj) = cfg.as_object_mut() else {
+            return Err(PareError::Usage("config.json is not a JSON object".into()));
+        };
+        obj.remove("quantization_config");
+        let steps: Vec<Value> = plan.steps.iter().map(|s| json!({"method": s.name, "targets": s.targets.len()})).collect();
+        obj.insert(
+            "compression".into(),
+            json!({
+                "tool": "pare",
+                "version": crate::VERSION,
+                "steps": steps,
+                "calibration": { "source": calib.source, "samples": calib.ids.len(), "seq_len": calib.seq_len(), "seed": calib.seed },
+                "export": format!("{:?}", self.format),
+            }),
+        );
+        let global_sparsity = if self.params > 0 { self.zeros as f64 / self.params as f64 } else { 0.0 };
+        match self.format {
+            ExportFormat::PackQuantized if !self.groups.is_empty() => {
+                let mut ignore = vec!["lm_head".to_string()];
+                ignore.extend(self.unquantised.iter().cloned());
+                let q = checkpoint::quantization_config_json(&self.groups, &ignore, CT_VERSION);
+                obj.insert("quantization_config".into(), q);
+            }
+            ExportFormat::SparseBitmask | ExportFormat::Sparse24Bitmask if !self.sparse_targets.is_empty() => {
+                let (fmt, structure) = if self.format == ExportFormat::Sparse24Bitmask {
+                    ("sparse-24-bitmask", "2:4")
+                } else {
+                    ("sparse-bitmask", "unstructured")
+                };
+                let sp = checkpoint::sparsity_config_json(fmt, global_sparsity, structure, &self.sparse_targets, &["lm_head".to_string()]);
+                let mut q = BTreeMap::new();
+                q.insert("quant_method", json!("compressed-tensors"));
+                q.insert("format", json!(fmt));
+                q.insert("quantization_status", json!("compressed"));
+                q.insert("config_groups", json!({}));
+                q.insert("sparsity_config", sp);
+                q.insert("version", json!(CT_VERSION));
+                obj.insert("quantization_config".into(), json!(q));
+            }
+            _ => {}
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,13 @@
+//! The block loop and the model runner: streaming calibration and evaluation through the model
+//! one decoder block at a time.
+
+pub mod progress;
+pub mod runner;
+
+pub use progress::{Progress, Silent};
+pub use runner::ModelRunner;
+pub mod compress;
+pub mod lm;
+pub mod stats_tap;
+
+pub use compress::{CompressOutcome, compress};

@@ -1,0 +1,450 @@
+//! Stage 2: a parsed [`Recipe`] plus the model's linears → a checked [`Plan`]: defaults filled,
+//! every number range-checked, every target glob matched, paths resolved against the recipe's
+//! folder, and the export format chosen.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, Serializer};
+
+use crate::arch::LinearSlot;
+use crate::compress::formats;
+use crate::compress::{Method, NofM, QuantScheme};
+use crate::error::{PareError, Result};
+use crate::recipe::schema::{CalibrationSpec, EvalSpec, ExportFormatSpec, PropagateSpec, Recipe};
+use crate::recipe::steps;
+
+/// Calibration sequences drawn when the recipe gives no `samples`.
+pub const DEFAULT_SAMPLES: usize = 128;
+/// Tokens per calibration sequence / evaluation window when not given.
+pub const DEFAULT_SEQ_LEN: usize = 256;
+/// SparseGPT / GPTQ lazy-update block width.
+pub const DEFAULT_BLOCK_SIZE: usize = 128;
+/// SparseGPT / GPTQ relative dampening (fraction of mean diag H).
+pub const DEFAULT_DAMPENING: f32 = 0.01;
+/// FineQuant's finest group when not given.
+pub const DEFAULT_MIN_GROUP: usize = 64;
+/// FineQuant's acceptance threshold when not given (meaning defined by the compressor).
+pub const DEFAULT_FINEQUANT_THRESHOLD: f32 = 0.1;
+/// Largest output shard when not given: 5 GB (decimal, as Hugging Face's `max_shard_size`).
+pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
+
+/// Everything the pipeline needs, checked against the model.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    /// The recipe file the plan came from.
+    pub recipe_path: PathBuf,
+    /// The recipe as written (relative paths unresolved), for provenance.
+    pub recipe: Recipe,
+    pub calibration: CalibrationPlan,
+    pub steps: Vec<PlanStep>,
+    pub propagate: Propagate,
+    pub export: ExportPlan,
+    pub eval: Option<EvalPlan>,
+}
+
+impl Plan {
+    /// True when some step quantises.
+    pub fn quantises(&self) -> bool {
+        self.steps.iter().any(PlanStep::quantises)
+    }
+}
+
+/// Where calibration tokens come from (paths resolved).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalibSource {
+    /// Text to tokenise and sample windows from.
+    Text(PathBuf),
+    /// Pre-tokenised `input_ids` (int64 `[rows, cols]` safetensors); the first `samples` rows and
+    /// first `seq_len` tokens of each are used.
+    Ids(PathBuf),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CalibrationPlan {
+    pub source: CalibSource,
+    pub samples: usize,
+    pub seq_len: usize,
+    pub seed: u64,
+}
+
+/// One resolved step.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlanStep {
+    /// Method name as written, e.g. `"wanda"`.
+    pub name: String,
+    /// Key path of the step in the recipe, e.g. `steps[1].wanda` (for messages).
+    pub key: String,
+    #[serde(serialize_with = "serialize_method")]
+    pub method: Method,
+    /// Canonical ids of the linears this step compresses, in model order.
+    pub targets: Vec<String>,
+}
+
+impl PlanStep {
+    /// True for quantisation methods (RTN, GPTQ, FineQuant).
+    pub fn quantises(&self) -> bool {
+        matches!(
+            self.method,
+            Method::Rtn { .. } | Method::Gptq { .. } | Method::FineQuant { .. }
+        )
+    }
+
+    /// The N:M pattern of a pruning step, if any.
+    pub fn pattern(&self) -> Option<NofM> {
+        match self.method {
+            Method::Magnitude { pattern, .. }
+            | Method::Wanda { pattern, .. }
+            | Method::SparseGpt { pattern, .. } => pattern,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagate {
+    /// Block b+1 is calibrated on the outputs of the compressed block b (the reference codes).
+    Compressed,
+    /// Block b+1 is calibrated on the outputs of the original block b.
+    Original,
+}
+
+/// The concrete on-disk format (`compressed-tensors` in a recipe resolves to one of these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportFormat {
+    Dense,
+    SparseBitmask,
+    #[serde(rename = "sparse-24-bitmask")]
+    Sparse24Bitmask,
+    PackQuantized,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ExportPlan {
+    pub format: ExportFormat,
+    pub max_shard_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EvalPlan {
+    pub text: PathBuf,
+    pub seq_len: usize,
+    /// Score at most this many windows (all when `None`).
+    pub max_windows: Option<usize>,
+    /// Also compute KL divergence against the original model.
+    pub kld: bool,
+    pub tasks: Vec<PathBuf>,
+}
+
+/// Resolves `recipe` (read from `recipe_path`) against the model's `linears`.
+pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Result<Plan> {
+    let ctx = Ctx {
+        path: recipe_path,
+        base: recipe_path.parent().unwrap_or(Path::new("")),
+        linears,
+    };
+    let calibration = resolve_calibration(&ctx, &recipe.calibration)?;
+    if recipe.steps.is_empty() {
+        return Err(ctx.err(
+            "steps",
+            "no steps: add at least one, e.g. `- wanda: { sparsity: 0.5 }`",
+        ));
+    }
+    let steps = recipe
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| steps::resolve_step(&ctx, i, s))
+        .collect::<Result<Vec<_>>>()?;
+    let propagate = match recipe.propagate {
+        Some(PropagateSpec::Original) => Propagate::Original,
+        _ => Propagate::Compressed,
+    };
+    let export_spec = recipe.export.clone().unwrap_or_default();
+    let format = resolve_export_format(&ctx, export_spec.format, &steps)?;
+    let max_shard_bytes = match &export_spec.max_shard_size {
+        None => DEFAULT_MAX_SHARD_BYTES,
+        Some(s) => parse_size(s).map_err(|m| ctx.err("export.max_shard_size", m))?,
+    };
+    let eval = recipe
+        .eval
+        .as_ref()
+        .map(|e| resolve_eval(&ctx, e))
+        .transpose()?;
+    Ok(Plan {
+        recipe_path: recipe_path.to_path_buf(),
+        recipe,
+        calibration,
+        steps,
+        propagate,
+        export: ExportPlan {
+            format,
+            max_shard_bytes,
+        },
+        eval,
+    })
+}
+
+pub(super) struct Ctx<'a> {
+    pub(super) path: &'a Path,
+    base: &'a Path,
+    pub(super) linears: &'a [LinearSlot],
+}
+
+impl Ctx<'_> {
+    pub(super) fn err(&self, key: impl Into<String>, message: impl Into<String>) -> PareError {
+        PareError::recipe(self.path, key, message)
+    }
+
+    fn path_of(&self, written: &str) -> PathBuf {
+        let p = Path::new(written);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    pub(super) fn slot(&self, id: &str) -> Option<&LinearSlot> {
+        self.linears.iter().find(|l| l.id == id)
+    }
+}
+
+fn resolve_calibration(ctx: &Ctx, c: &CalibrationSpec) -> Result<CalibrationPlan> {
+    let seed = c.seed.unwrap_or(0);
+    if let Some(0) = c.samples {
+        return Err(ctx.err("calibration.samples", "samples must be at least 1"));
+    }
+    if let Some(n @ (0 | 1)) = c.seq_len {
+        return Err(ctx.err(
+            "calibration.seq_len",
+            format!("seq_len {n} is too short: at least 2 tokens"),
+        ));
+    }
+    match (&c.text, &c.ids) {
+        (Some(text), None) => Ok(CalibrationPlan {
+            source: CalibSource::Text(ctx.path_of(text)),
+            samples: c.samples.unwrap_or(DEFAULT_SAMPLES),
+            seq_len: c.seq_len.unwrap_or(DEFAULT_SEQ_LEN),
+            seed,
+        }),
+        (None, Some(ids)) => {
+            let file = ctx.path_of(ids);
+            let (rows, cols) = read_ids_shape(&file)?;
+            let samples = c.samples.unwrap_or(rows);
+            let seq_len = c.seq_len.unwrap_or(cols);
+            if samples > rows {
+                return Err(ctx.err(
+                    "calibration.samples",
+                    format!(
+                        "samples {samples} exceeds the {rows} rows of input_ids in {}",
+                        file.display()
+                    ),
+                ));
+            }
+            if seq_len > cols || seq_len < 2 {
+                return Err(ctx.err(
+                    "calibration.seq_len",
+                    format!("seq_len {seq_len} must be between 2 and the {cols} columns of input_ids in {}", file.display()),
+                ));
+            }
+            Ok(CalibrationPlan {
+                source: CalibSource::Ids(file),
+                samples,
+                seq_len,
+                seed,
+            })
+        }
+        (None, None) => Err(ctx.err(
+            "calibration",
+            "no calibration source: give `text: <file>` or `ids: <file.safetensors>`",
+        )),
+        (Some(_), Some(_)) => Err(ctx.err("calibration", "give either `text` or `ids`, not both")),
+    }
+}
+
+/// Reads the shape of the int64 `input_ids` tensor from a safetensors header.
+fn read_ids_shape(file: &Path) -> Result<(usize, usize)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(file)
+        .map_err(|e| PareError::input(file, format!("cannot open calibration ids: {e}")))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| PareError::input(file, format!("not a safetensors file: {e}")))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 {
+        return Err(PareError::input(
+            file,
+            format!("not a safetensors file: header length {n}"),
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| PareError::input(file, format!("truncated safetensors header: {e}")))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| PareError::input(file, format!("bad safetensors header: {e}")))?;
+    let t = json.get("input_ids").ok_or_else(|| {
+        PareError::input(
+            file,
+            "no tensor `input_ids` (expected int64 [samples, seq_len])",
+        )
+    })?;
+    let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
+    let shape: Vec<u64> = t
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+        .unwrap_or_default();
+    match (dtype, shape.as_slice()) {
+        ("I64", [rows, cols]) if *rows >= 1 && *cols >= 2 => Ok((*rows as usize, *cols as usize)),
+        _ => Err(PareError::input(
+            file,
+            format!("`input_ids` is {dtype} {shape:?}; expected I64 [samples ≥ 1, seq_len ≥ 2]"),
+        )),
+    }
+}
+
+fn resolve_export_format(
+    ctx: &Ctx,
+    spec: Option<ExportFormatSpec>,
+    steps: &[PlanStep],
+) -> Result<ExportFormat> {
+    let quantises = steps.iter().any(PlanStep::quantises);
+    let prunes = steps.iter().any(|s| !s.quantises());
+    // A linear not covered by a 2:4 pruning step, among all the linears any step touches.
+    let not_24 = steps.iter().flat_map(|s| s.targets.iter()).find(|id| {
+        !steps
+            .iter()
+            .any(|s| s.pattern() == Some(NofM { n: 2, m: 4 }) && s.targets.contains(id))
+    });
+    let key = "export.format";
+    Ok(match spec.unwrap_or(ExportFormatSpec::CompressedTensors) {
+        ExportFormatSpec::Dense => ExportFormat::Dense,
+        ExportFormatSpec::CompressedTensors if quantises => ExportFormat::PackQuantized,
+        ExportFormatSpec::CompressedTensors if not_24.is_none() => ExportFormat::Sparse24Bitmask,
+        ExportFormatSpec::CompressedTensors => ExportFormat::SparseBitmask,
+        ExportFormatSpec::PackQuantized if quantises => ExportFormat::PackQuantized,
+        ExportFormatSpec::PackQuantized => {
+            return Err(ctx.err(key, "pack-quantized needs a quantisation step (rtn, gptq or finequant); use `dense` or `sparse-bitmask`"));
+        }
+        ExportFormatSpec::SparseBitmask | ExportFormatSpec::Sparse24Bitmask if quantises => {
+            return Err(ctx.err(key, "quantised weights export as `pack-quantized` (or `dense`), not as a sparse bitmask"));
+        }
+        ExportFormatSpec::SparseBitmask if prunes => ExportFormat::SparseBitmask,
+        ExportFormatSpec::SparseBitmask => {
+            return Err(ctx.err(key, "sparse-bitmask needs a pruning step"));
+        }
+        ExportFormatSpec::Sparse24Bitmask => match not_24 {
+            None => ExportFormat::Sparse24Bitmask,
+            Some(id) => {
+                return Err(ctx.err(
+                    key,
+                    format!("sparse-24-bitmask needs every targeted linear pruned 2:4 (keep 2 of every 4), but `{id}` is not; use `sparse-bitmask` or `dense`"),
+                ));
+            }
+        },
+    })
+}
+
+fn resolve_eval(ctx: &Ctx, e: &EvalSpec) -> Result<EvalPlan> {
+    let seq_len = e.seq_len.unwrap_or(DEFAULT_SEQ_LEN);
+    if seq_len < 2 {
+        return Err(ctx.err(
+            "eval.seq_len",
+            format!("seq_len {seq_len} is too short: at least 2 tokens"),
+        ));
+    }
+    if e.max_windows == Some(0) {
+        return Err(ctx.err(
+            "eval.max_windows",
+            "max_windows must be at least 1 (leave it out to score every window)",
+        ));
+    }
+    Ok(EvalPlan {
+        text: ctx.path_of(&e.text),
+        seq_len,
+        max_windows: e.max_windows,
+        kld: e.kld.unwrap_or(true),
+        tasks: e.tasks.iter().flatten().map(|t| ctx.path_of(t)).collect(),
+    })
+}
+
+/// Parses a size such as `5GB`, `500 MB`, `2GiB` or `1000000` (bytes). Decimal units KB/MB/GB/TB
+/// are powers of 1000, binary KiB/MiB/GiB/TiB powers of 1024; case-insensitive; must be > 0.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let bad = || {
+        format!(
+            "cannot read `{text}` as a size: expected a number with an optional unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. \"5GB\""
+        )
+    };
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = (value * mult).round();
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("size `{text}` must be at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Serialises a [`Method`] (which has no serde derive) as a flat map with its name.
+fn serialize_method<S: Serializer>(m: &Method, s: S) -> std::result::Result<S::Ok, S::Error> {
+    use serde_json::json;
+    let pat =
+        |p: &Option<NofM>| p.map_or("unstructured".to_string(), |p| format!("{}:{}", p.n, p.m));
+    let scheme = |q: &QuantScheme| json!({ "format": formats::scheme_name(q), "bits": q.bits, "group_size": q.group_size, "symmetric": q.symmetric });
+    let v = match m {
+        Method::Magnitude { sparsity, pattern } => {
+            json!({ "method": "magnitude", "sparsity": sparsity, "pattern": pat(pattern) })
+        }
+        Method::Wanda { sparsity, pattern } => {
+            json!({ "method": "wanda", "sparsity": sparsity, "pattern": pat(pattern) })
+        }
+        Method::SparseGpt {
+            sparsity,
+            pattern,
+            block_size,
+            dampening,
+        } => json!({
+            "method": "sparsegpt", "sparsity": sparsity, "pattern": pat(pattern), "block_size": block_size, "dampening": dampening
+        }),
+        Method::Rtn { scheme: q } => json!({ "method": "rtn", "scheme": scheme(q) }),
+        Method::FineQuant {
+            bits,
+            symmetric,
+            max_group,
+            min_group,
+            threshold,
+        } => json!({
+            "method": "finequant", "bits": bits, "symmetric": symmetric, "max_group": max_group, "min_group": min_group, "threshold": threshold
+        }),
+        Method::Gptq {
+            scheme: q,
+            block_size,
+            dampening,
+            actorder,
+        } => json!({
+            "method": "gptq", "scheme": scheme(q), "block_size": block_size, "dampening": dampening, "actorder": actorder
+        }),
+        #[allow(unreachable_patterns)]
+        other => json!({ "method": format!("{other:?}") }),
+    };
+    v.serialize(s)
+}

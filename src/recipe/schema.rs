@@ -1,0 +1,375 @@
+//! The recipe as written: serde structs mirroring the YAML one to one (`deny_unknown_fields`
+//! everywhere), with no checks beyond types. [`crate::recipe::plan`] turns it into a `Plan`.
+//!
+//! Steps are written as one-key maps, `- wanda: { sparsity: 0.5 }` (no YAML tags, see CRATES.md
+//! §b). While deserializing, the containers record where they are in a thread-local key path
+//! (`steps[1].wanda`) so that a parse error can name the key, not just the line.
+
+use std::cell::RefCell;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::recipe::suggest;
+
+/// Method names accepted under `steps`, in documentation order.
+pub const METHOD_NAMES: &[&str] = &[
+    "magnitude",
+    "wanda",
+    "sparsegpt",
+    "rtn",
+    "gptq",
+    "finequant",
+];
+
+/// A whole recipe file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Calibration data: `text` (tokenised and sampled) or `ids` (pre-tokenised).
+    #[serde(deserialize_with = "de_calibration")]
+    pub calibration: CalibrationSpec,
+    /// Ordered steps; a method may appear more than once.
+    #[serde(deserialize_with = "de_steps")]
+    pub steps: Vec<Step>,
+    /// Whether block b+1 is calibrated on the outputs of the compressed (default) or the original
+    /// block b.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_propagate"
+    )]
+    pub propagate: Option<PropagateSpec>,
+    /// Output format and shard size.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_export"
+    )]
+    pub export: Option<ExportSpec>,
+    /// Evaluation after compressing.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_eval"
+    )]
+    pub eval: Option<EvalSpec>,
+}
+
+/// `calibration:`. Exactly one of `text` / `ids`. Paths are relative to the recipe's folder.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSpec {
+    /// A UTF-8 text file; samples are random token windows of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// A safetensors file holding `input_ids`, int64 `[samples, seq_len]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_len: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// One step: a method name and its parameters.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Magnitude(PruneSpec),
+    Wanda(PruneSpec),
+    SparseGpt(SparseGptSpec),
+    Rtn(RtnSpec),
+    Gptq(GptqSpec),
+    FineQuant(FineQuantSpec),
+}
+
+impl Step {
+    /// The method name as written in recipes (`"wanda"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Magnitude(_) => "magnitude",
+            Step::Wanda(_) => "wanda",
+            Step::SparseGpt(_) => "sparsegpt",
+            Step::Rtn(_) => "rtn",
+            Step::Gptq(_) => "gptq",
+            Step::FineQuant(_) => "finequant",
+        }
+    }
+}
+
+/// `magnitude:` and `wanda:` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSpec {
+    /// Fraction of weights set to zero, in [0, 1). Required for unstructured pruning; for `N:M`
+    /// optional and, if given, must equal 1 − N/M.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsity: Option<f64>,
+    /// `unstructured` (default) or `N:M`: keep N of every M consecutive input weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<String>>,
+}
+
+/// `sparsegpt:` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparseGptSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsity: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Columns per lazy-update block (default 128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
+    /// Relative dampening λ = dampening · mean(diag H) (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dampening: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<String>>,
+}
+
+/// `rtn:` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtnSpec {
+    /// A quantisation format from the format table, e.g. `int4-g128-sym`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<String>>,
+}
+
+/// `gptq:` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GptqSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dampening: Option<f64>,
+    /// `static` (default: process columns by descending diag H, groups in natural order) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actorder: Option<ActOrderSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<String>>,
+}
+
+/// `finequant:` parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FineQuantSpec {
+    /// Bits per weight; a width from the format table (4 or 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symmetric: Option<bool>,
+    /// Coarsest group tried; 0 = one group per output channel (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_group: Option<usize>,
+    /// Finest group allowed (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_group: Option<usize>,
+    /// Acceptance threshold of the data-free granularity test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<String>>,
+}
+
+/// GPTQ column order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActOrderSpec {
+    #[serde(rename = "static", alias = "weight")]
+    Static,
+    #[serde(rename = "none")]
+    Off,
+}
+
+/// `propagate:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PropagateSpec {
+    Compressed,
+    Original,
+}
+
+/// `export:`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ExportFormatSpec>,
+    /// Largest shard, e.g. `"5GB"`, `"500MiB"` or a byte count (default 5GB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_shard_size: Option<String>,
+}
+
+/// `export.format`. `compressed-tensors` picks the best compressed-tensors format automatically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportFormatSpec {
+    #[serde(rename = "dense")]
+    Dense,
+    #[serde(rename = "sparse-bitmask")]
+    SparseBitmask,
+    #[serde(rename = "sparse-24-bitmask")]
+    Sparse24Bitmask,
+    #[serde(rename = "pack-quantized")]
+    PackQuantized,
+    #[serde(rename = "compressed-tensors")]
+    CompressedTensors,
+}
+
+/// `eval:`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    /// Text scored for perplexity (and KLD against the original model).
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_len: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_windows: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kld: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<String>>,
+}
+
+// ---- key-path tracking ---------------------------------------------------------------------
+
+thread_local! {
+    static KEY_PATH: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Clears the recorded key path (call before each parse).
+pub(crate) fn reset_key_path() {
+    KEY_PATH.with(|p| p.borrow_mut().clear());
+}
+
+/// The key path recorded at the point of failure, as segments (`["steps", "[1]", "wanda"]`).
+pub(crate) fn take_key_path() -> Vec<String> {
+    KEY_PATH.with(|p| std::mem::take(&mut *p.borrow_mut()))
+}
+
+/// Runs `f` with `segment` appended to the key path; on success the segment is removed again,
+/// on failure it stays so the error can name where it happened.
+fn tracked<T, E>(segment: impl Into<String>, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    KEY_PATH.with(|p| p.borrow_mut().push(segment.into()));
+    let r = f();
+    if r.is_ok() {
+        KEY_PATH.with(|p| p.borrow_mut().pop());
+    }
+    r
+}
+
+macro_rules! tracked_field {
+    ($fn:ident, $key:literal, $ty:ty) => {
+        fn $fn<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+            tracked($key, || <$ty>::deserialize(d))
+        }
+    };
+}
+
+tracked_field!(de_calibration, "calibration", CalibrationSpec);
+tracked_field!(de_propagate, "propagate", Option<PropagateSpec>);
+tracked_field!(de_export, "export", Option<ExportSpec>);
+tracked_field!(de_eval, "eval", Option<EvalSpec>);
+
+fn de_steps<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Step>, D::Error> {
+    struct StepsVisitor;
+    impl<'de> Visitor<'de> for StepsVisitor {
+        type Value = Vec<Step>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of steps, e.g. `- wanda: { sparsity: 0.5 }`")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Step>, A::Error> {
+            let mut steps = Vec::new();
+            loop {
+                let i = steps.len();
+                match tracked(format!("[{i}]"), || seq.next_element::<Step>())? {
+                    Some(s) => steps.push(s),
+                    None => return Ok(steps),
+                }
+            }
+        }
+    }
+    tracked("steps", || d.deserialize_seq(StepsVisitor))
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StepVisitor)
+    }
+}
+
+struct StepVisitor;
+
+impl<'de> Visitor<'de> for StepVisitor {
+    type Value = Step;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "a map with one method name ({}), e.g. `- wanda: {{ sparsity: 0.5 }}`",
+            METHOD_NAMES.join(", ")
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Step, E> {
+        Err(E::custom(format!(
+            "a step is a method name with its parameters: write `- {v}: {{ … }}`, not `- {v}`"
+        )))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Step, A::Error> {
+        let Some(name) = map.next_key::<String>()? else {
+            return Err(de::Error::custom(format!(
+                "empty step: name a method ({})",
+                METHOD_NAMES.join(", ")
+            )));
+        };
+        if !METHOD_NAMES.contains(&name.as_str()) {
+            return tracked(name.clone(), || {
+                Err(de::Error::custom(format!(
+                    "unknown method `{name}`{} (methods: {})",
+                    suggest::did_you_mean(&name, METHOD_NAMES),
+                    METHOD_NAMES.join(", ")
+                )))
+            });
+        }
+        let step = tracked(name.clone(), || {
+            Ok(match name.as_str() {
+                "magnitude" => Step::Magnitude(map.next_value::<Option<_>>()?.unwrap_or_default()),
+                "wanda" => Step::Wanda(map.next_value::<Option<_>>()?.unwrap_or_default()),
+                "sparsegpt" => Step::SparseGpt(map.next_value::<Option<_>>()?.unwrap_or_default()),
+                "rtn" => Step::Rtn(map.next_value::<Option<_>>()?.unwrap_or_default()),
+                "gptq" => Step::Gptq(map.next_value::<Option<_>>()?.unwrap_or_default()),
+                _ => Step::FineQuant(map.next_value::<Option<_>>()?.unwrap_or_default()),
+            })
+        })?;
+        if let Some(extra) = map.next_key::<String>()? {
+            return Err(de::Error::custom(format!(
+                "a step holds exactly one method, but `{name}` is followed by `{extra}`: start a new list item (`- {extra}: …`)"
+            )));
+        }
+        Ok(step)
+    }
+}

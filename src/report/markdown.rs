@@ -1,0 +1,363 @@
+//! The report as a list of titled tables (`Section`), shared by the Markdown and HTML renderers so
+//! both show the same numbers formatted the same way; and the Markdown renderer itself.
+
+use super::types::{Estimate, KldStats, MetricValue, PerplexityStats, Report};
+
+/// A rectangular table of already formatted cells.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Table {
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// One titled part of a report.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Section {
+    /// Heading level below the page title: 2 for `##`, 3 for `###`.
+    pub level: u8,
+    pub title: String,
+    /// A sentence under the heading.
+    pub intro: Option<String>,
+    pub table: Option<Table>,
+    /// Preformatted text (the recipe).
+    pub code: Option<String>,
+    /// Bullet points (notes, warnings).
+    pub items: Vec<String>,
+}
+
+impl Section {
+    fn new(level: u8, title: &str) -> Self {
+        Section {
+            level,
+            title: title.to_string(),
+            ..Default::default()
+        }
+    }
+    fn table(mut self, headers: &[&str], rows: Vec<Vec<String>>) -> Self {
+        self.table = Some(Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows,
+        });
+        self
+    }
+    fn intro(mut self, text: impl Into<String>) -> Self {
+        self.intro = Some(text.into());
+        self
+    }
+}
+
+/// A float with 4 significant digits, trailing zeros dropped (`12.35`, `0.0125`, `3`);
+/// scientific notation below 1e-4 or from 1e7 on. Non-finite values print as `nan`/`inf`.
+pub fn fmt_num(x: f64) -> String {
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "nan".into()
+        } else if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    if x == 0.0 {
+        return "0".into();
+    }
+    let a = x.abs();
+    if !(1e-4..1e7).contains(&a) {
+        return format!("{x:.3e}");
+    }
+    let mag = a.log10().floor() as i32;
+    let decimals = (3 - mag).max(0) as usize;
+    let s = format!("{x:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// `value ± unc`.
+pub fn fmt_est(e: &Estimate) -> String {
+    format!("{} ± {}", fmt_num(e.value), fmt_num(e.unc))
+}
+
+/// `value ± stderr`, or just the value when there is no stderr.
+pub fn fmt_metric(m: &MetricValue) -> String {
+    match m.stderr {
+        Some(s) => format!("{} ± {}", fmt_num(m.value), fmt_num(s)),
+        None => fmt_num(m.value),
+    }
+}
+
+fn opt(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".to_string(), fmt_num)
+}
+
+fn ppl_rows(p: Option<&PerplexityStats>, q: &PerplexityStats) -> Vec<Vec<String>> {
+    let cell = |f: &dyn Fn(&PerplexityStats) -> String| vec![p.map_or_else(|| "–".into(), f), f(q)];
+    let mut rows = vec![];
+    for (label, f) in [
+        (
+            "perplexity",
+            &(|s: &PerplexityStats| fmt_num(s.ppl)) as &dyn Fn(&PerplexityStats) -> String,
+        ),
+        ("mean NLL", &|s: &PerplexityStats| fmt_num(s.mean_nll)),
+        ("predicted tokens", &|s: &PerplexityStats| {
+            s.predicted_tokens.to_string()
+        }),
+        ("windows", &|s: &PerplexityStats| s.windows.to_string()),
+        ("seq_len", &|s: &PerplexityStats| s.seq_len.to_string()),
+        ("text", &|s: &PerplexityStats| s.text.clone()),
+    ] {
+        let mut row = vec![label.to_string()];
+        row.extend(cell(f));
+        rows.push(row);
+    }
+    rows
+}
+
+fn kld_sections(k: &KldStats) -> Vec<Section> {
+    let est = |label: &str, e: &Estimate| vec![label.to_string(), fmt_est(e)];
+    let ppl = vec![
+        est("Mean PPL(Q)", &k.mean_ppl_q),
+        est("Mean PPL(base)", &k.mean_ppl_base),
+        vec![
+            "Cor(ln(PPL(Q)), ln(PPL(base)))".into(),
+            fmt_num(k.cor_ln_ppl),
+        ],
+        est("Mean ln(PPL(Q)/PPL(base))", &k.mean_ln_ppl_ratio),
+        est("Mean PPL(Q)/PPL(base)", &k.mean_ppl_ratio),
+        est("Mean PPL(Q)-PPL(base)", &k.mean_ppl_diff),
+    ];
+    let mut kld = vec![est("Mean KLD", &k.mean_kld)];
+    kld.extend(
+        k.kld_lines()
+            .iter()
+            .map(|(l, v)| vec![l.to_string(), fmt_num(*v)]),
+    );
+    let mut dp = vec![est("Mean Δp", &k.mean_delta_p)];
+    dp.extend(
+        k.delta_p_lines()
+            .iter()
+            .map(|(l, v)| vec![l.to_string(), fmt_num(*v)]),
+    );
+    dp.push(est("RMS Δp", &k.rms_delta_p));
+    dp.push(est("Same top p", &k.same_top_p));
+    vec![
+        Section::new(3, "Perplexity statistics (llama.cpp fields)")
+            .intro(format!("{} scored positions; KL(base ‖ model). Probabilities as fractions (llama.cpp prints %).", k.tokens))
+            .table(&["statistic", "value"], ppl),
+        Section::new(3, "KL divergence statistics").table(&["statistic", "value"], kld),
+        Section::new(3, "Token probability statistics").table(&["statistic", "value"], dp),
+    ]
+}
+
+/// The report's sections in display order.
+pub fn sections(r: &Report) -> Vec<Section> {
+    let p = &r.provenance;
+    let mut prov = vec![
+        vec!["tool".into(), format!("{} {}", p.tool, p.version)],
+        vec!["model".into(), p.model.clone()],
+    ];
+    if let Some(b) = &p.base_model {
+        prov.push(vec!["base model".into(), b.clone()]);
+    }
+    if let Some(c) = &p.calibration {
+        prov.push(vec![
+            "calibration".into(),
+            format!(
+                "{}: {} samples × {} tokens, seed {}",
+                c.source, c.samples, c.seq_len, c.seed
+            ),
+        ]);
+    }
+    prov.push(vec!["date".into(), p.date.clone()]);
+    prov.push(vec!["machine".into(), p.machine.clone()]);
+    let mut out = vec![Section::new(2, "Provenance").table(&["", ""], prov)];
+    if let Some(recipe) = &p.recipe {
+        let mut s = Section::new(3, "Recipe");
+        s.code = Some(recipe.clone());
+        out.push(s);
+    }
+
+    if let Some(q) = &r.quality {
+        out.push(Section::new(2, "Quality: dense vs compressed").table(
+            &["", "base (dense)", "this model"],
+            ppl_rows(q.base_perplexity.as_ref(), &q.perplexity),
+        ));
+        if let Some(k) = &q.kld {
+            out.extend(kld_sections(k));
+        }
+    }
+
+    if !r.tasks.is_empty() {
+        let rows = r
+            .tasks
+            .iter()
+            .flat_map(|t| {
+                t.metrics.iter().map(|(m, v)| {
+                    vec![
+                        t.name.clone(),
+                        t.kind.clone(),
+                        t.n.to_string(),
+                        m.clone(),
+                        fmt_metric(v),
+                    ]
+                })
+            })
+            .collect();
+        out.push(
+            Section::new(2, "Tasks")
+                .intro("Mean ± standard error over items (bootstrap stderr for medians).")
+                .table(&["task", "kind", "n", "metric", "value ± stderr"], rows),
+        );
+    }
+
+    let t = &r.totals;
+    let mut size = vec![
+        vec!["parameters".into(), t.params.to_string()],
+        vec![
+            "linear bytes before".into(),
+            t.bytes_linear_before.to_string(),
+        ],
+        vec![
+            "linear bytes after".into(),
+            t.bytes_linear_after.to_string(),
+        ],
+        vec!["size ratio (after / before)".into(), opt(t.size_ratio())],
+        vec!["wall time (s)".into(), fmt_num(t.seconds)],
+    ];
+    if let Some(f) = t.forward_seconds {
+        size.push(vec!["forward time (s)".into(), fmt_num(f)]);
+    }
+    out.push(Section::new(2, "Size and time").table(&["", ""], size));
+
+    if !r.linears.is_empty() {
+        let rows = r
+            .linears
+            .iter()
+            .map(|l| {
+                vec![
+                    l.id.clone(),
+                    format!("{}×{}", l.shape[0], l.shape[1]),
+                    l.method.clone(),
+                    fmt_num(l.sparsity),
+                    l.bits.map_or_else(|| "–".into(), |b| fmt_num(f64::from(b))),
+                    opt(l.rel_error),
+                    l.warnings.join("; "),
+                ]
+            })
+            .collect();
+        out.push(
+            Section::new(2, "Linears")
+                .intro("Relative error = ‖WX − W′X‖ / ‖WX‖ on calibration inputs.")
+                .table(
+                    &[
+                        "linear",
+                        "shape",
+                        "method",
+                        "sparsity",
+                        "bits",
+                        "rel. error",
+                        "warnings",
+                    ],
+                    rows,
+                ),
+        );
+    }
+    if !r.blocks.is_empty() {
+        let rows = r
+            .blocks
+            .iter()
+            .map(|b| vec![b.block.to_string(), fmt_num(b.seconds)])
+            .collect();
+        out.push(Section::new(2, "Blocks").table(&["block", "seconds"], rows));
+    }
+    if !r.notes.is_empty() {
+        let mut s = Section::new(2, "Notes");
+        s.items = r.notes.clone();
+        out.push(s);
+    }
+    out
+}
+
+/// Escapes a Markdown table cell (pipes and line breaks).
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', "<br>")
+}
+
+/// Renders sections as GitHub-flavoured Markdown under a `# title`.
+pub fn render_markdown(title: &str, sections: &[Section]) -> String {
+    let mut md = format!("# {title}\n");
+    for s in sections {
+        md.push_str(&format!(
+            "\n{} {}\n\n",
+            "#".repeat(usize::from(s.level)),
+            s.title
+        ));
+        if let Some(i) = &s.intro {
+            md.push_str(&format!("{i}\n\n"));
+        }
+        if let Some(t) = &s.table {
+            md.push_str(&format!(
+                "| {} |\n",
+                t.headers
+                    .iter()
+                    .map(|h| cell(h))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
+            md.push_str(&format!("|{}\n", "---|".repeat(t.headers.len())));
+            for row in &t.rows {
+                md.push_str(&format!(
+                    "| {} |\n",
+                    row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+                ));
+            }
+        }
+        if let Some(c) = &s.code {
+            let fence = if c.contains("```") { "~~~~" } else { "```" };
+            md.push_str(&format!("{fence}yaml\n{}\n{fence}\n", c.trim_end()));
+        }
+        for i in &s.items {
+            md.push_str(&format!("- {}\n", i.replace('\n', " ")));
+        }
+    }
+    md
+}
+
+impl Report {
+    /// Page title: "pare report: <model>".
+    pub fn title(&self) -> String {
+        format!("pare report: {}", self.provenance.model)
+    }
+
+    /// Markdown: provenance, dense vs compressed quality, KLD statistics, tasks, size, linears.
+    pub fn to_markdown(&self) -> String {
+        render_markdown(&self.title(), &sections(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_format() {
+        assert_eq!(fmt_num(12.3456), "12.35");
+        assert_eq!(fmt_num(0.0125), "0.0125");
+        assert_eq!(fmt_num(3.0), "3");
+        assert_eq!(fmt_num(-0.5), "-0.5");
+        assert_eq!(fmt_num(1234.6), "1235");
+        assert_eq!(fmt_num(0.00001234), "1.234e-5");
+        assert_eq!(fmt_num(f64::NAN), "nan");
+        assert_eq!(fmt_num(0.0), "0");
+    }
+
+    #[test]
+    fn markdown_table_escapes_pipes() {
+        let s = Section::new(2, "T").table(&["a"], vec![vec!["x|y".into()]]);
+        let md = render_markdown("t", &[s]);
+        assert!(md.contains("| x\\|y |"), "{md}");
+        assert!(md.starts_with("# t\n\n## T\n"));
+    }
+}
