@@ -110,7 +110,10 @@ impl HfConfig {
         let need = |v: Option<usize>, field: &str| -> Result<usize> {
             match v {
                 Some(x) if x > 0 => Ok(x),
-                Some(_) => Err(PareError::input(path, format!("field `{field}` must be > 0"))),
+                Some(_) => Err(PareError::input(
+                    path,
+                    format!("field `{field}` must be > 0"),
+                )),
                 None => Err(PareError::input(path, format!("missing field `{field}`"))),
             }
         };
@@ -162,13 +165,20 @@ impl HfConfig {
             }
         };
         if head_dim % 2 != 0 {
-            return Err(PareError::input(path, format!("field `head_dim`: {head_dim} must be even for RoPE")));
+            return Err(PareError::input(
+                path,
+                format!("field `head_dim`: {head_dim} must be even for RoPE"),
+            ));
         }
         // rope_theta: top level (transformers 4) or inside rope_parameters (transformers 5).
         let params = c.rope_parameters.as_ref().or(c.rope_scaling.as_ref());
         let rope_theta = c
             .rope_theta
-            .or_else(|| params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64))
+            .or_else(|| {
+                params
+                    .and_then(|p| p.get("rope_theta"))
+                    .and_then(Value::as_f64)
+            })
             .unwrap_or(10000.0);
         let rope_scaling = parse_rope_scaling(params, path)?;
         let (num_experts, experts_per_token) = if kind == ArchKind::Mixtral {
@@ -198,7 +208,9 @@ impl HfConfig {
             rope_scaling,
             max_position_embeddings: c.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
-            attention_bias: c.attention_bias.unwrap_or(architecture == "Qwen2ForCausalLM"),
+            attention_bias: c
+                .attention_bias
+                .unwrap_or(architecture == "Qwen2ForCausalLM"),
             sliding_window: c.sliding_window,
             num_experts,
             experts_per_token,
@@ -212,7 +224,11 @@ impl HfConfig {
 
 fn parse_rope_scaling(params: Option<&Value>, path: &Path) -> Result<Option<Llama3RopeScaling>> {
     let Some(p) = params else { return Ok(None) };
-    let kind = p.get("rope_type").or_else(|| p.get("type")).and_then(Value::as_str).unwrap_or("default");
+    let kind = p
+        .get("rope_type")
+        .or_else(|| p.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     match kind {
         "default" => Ok(None),
         "llama3" => {
@@ -255,7 +271,12 @@ mod tests {
     #[test]
     fn unknown_architecture_is_named() {
         let text = r#"{"architectures":["GPT2LMHeadModel"],"vocab_size":10}"#;
-        let err = HfConfig::parse(text, Path::new("m/config.json")).unwrap_err().to_string();
-        assert!(err.contains("m/config.json") && err.contains("GPT2LMHeadModel"), "{err}");
+        let err = HfConfig::parse(text, Path::new("m/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m/config.json") && err.contains("GPT2LMHeadModel"),
+            "{err}"
+        );
     }
 }

@@ -15,11 +15,18 @@ pub enum PareError {
 
     /// A recipe is malformed or does not fit the model: `key` is the path inside the recipe.
     #[error("{}: {key}: {message}", path.display())]
-    Recipe { path: PathBuf, key: String, message: String },
+    Recipe {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
 
     /// Reading or writing failed at the operating-system level (permissions, full disk …).
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 
     /// A usage error not tied to a file (bad flag combination, unknown device …).
     #[error("{0}")]
@@ -33,17 +40,31 @@ pub enum PareError {
 impl PareError {
     /// Input error about `path`.
     pub fn input(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
-        PareError::Input { path: path.as_ref().to_path_buf(), message: message.into() }
+        PareError::Input {
+            path: path.as_ref().to_path_buf(),
+            message: message.into(),
+        }
     }
 
     /// Recipe error at `key` in `path`.
-    pub fn recipe(path: impl AsRef<Path>, key: impl Into<String>, message: impl Into<String>) -> Self {
-        PareError::Recipe { path: path.as_ref().to_path_buf(), key: key.into(), message: message.into() }
+    pub fn recipe(
+        path: impl AsRef<Path>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        PareError::Recipe {
+            path: path.as_ref().to_path_buf(),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     /// I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        PareError::Io { context: context.into(), source }
+        PareError::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// Process exit code: 2 for anything the user can fix (input, recipe, I/O, usage), 1 otherwise.

@@ -70,12 +70,23 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     for slot in arch.all_linears() {
         let w = store.read_linear(&slot.key, slot.rows, slot.cols, qcfg.as_ref())?;
         let prefix = format!("{}.", slot.key);
-        let names: Vec<&str> = store.names().filter(|n| n.starts_with(&prefix) && !n.ends_with(".bias")).collect();
-        let bytes: u64 = names.iter().filter_map(|n| store.info(n)).map(|i| i.bytes() as u64).sum();
+        let names: Vec<&str> = store
+            .names()
+            .filter(|n| n.starts_with(&prefix) && !n.ends_with(".bias"))
+            .collect();
+        let bytes: u64 = names
+            .iter()
+            .filter_map(|n| store.info(n))
+            .map(|i| i.bytes() as u64)
+            .sum();
         let format = if names.iter().any(|n| n.ends_with(".weight_packed")) {
             "pack-quantized"
         } else if names.iter().any(|n| n.ends_with(".compressed")) {
-            if names.iter().any(|n| n.ends_with(".row_offsets")) { "sparse-bitmask" } else { "sparse-24-bitmask" }
+            if names.iter().any(|n| n.ends_with(".row_offsets")) {
+                "sparse-bitmask"
+            } else {
+                "sparse-24-bitmask"
+            }
         } else {
             "dense"
         };
@@ -94,11 +105,19 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
             non_finite: nf,
         });
     }
-    let mut parameters: u64 = linears.iter().map(|l| (l.shape[0] * l.shape[1]) as u64).sum();
+    let mut parameters: u64 = linears
+        .iter()
+        .map(|l| (l.shape[0] * l.shape[1]) as u64)
+        .sum();
     for name in arch.passthrough_tensors(&store) {
         if let Some(info) = store.info(&name) {
             parameters += info.shape.iter().product::<usize>() as u64;
-            if matches!(info.dtype, crate::checkpoint::Dtype::F32 | crate::checkpoint::Dtype::BF16 | crate::checkpoint::Dtype::F16) {
+            if matches!(
+                info.dtype,
+                crate::checkpoint::Dtype::F32
+                    | crate::checkpoint::Dtype::BF16
+                    | crate::checkpoint::Dtype::F16
+            ) {
                 let (_, v) = store.read_f32(&name)?;
                 non_finite += v.iter().filter(|x| !x.is_finite()).count();
             }
@@ -122,7 +141,11 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
 impl std::fmt::Display for Inspection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "model         {}", self.dir)?;
-        writeln!(f, "architecture  {} ({} blocks)", self.architecture, self.layers)?;
+        writeln!(
+            f,
+            "architecture  {} ({} blocks)",
+            self.architecture, self.layers
+        )?;
         writeln!(f, "parameters    {}", self.parameters)?;
         writeln!(f, "dtype         {}", self.dtype)?;
         if let Some(q) = &self.quantization_format {
@@ -132,12 +155,24 @@ impl std::fmt::Display for Inspection {
             Some(v) => writeln!(f, "tokenizer     {v} tokens")?,
             None => writeln!(f, "tokenizer     (no tokenizer.json)")?,
         }
-        writeln!(f, "bytes         {} total, {} in block linears", self.total_bytes, self.linear_bytes)?;
+        writeln!(
+            f,
+            "bytes         {} total, {} in block linears",
+            self.total_bytes, self.linear_bytes
+        )?;
         if self.non_finite > 0 {
-            writeln!(f, "WARNING       {} NaN/Inf values in the weights", self.non_finite)?;
+            writeln!(
+                f,
+                "WARNING       {} NaN/Inf values in the weights",
+                self.non_finite
+            )?;
         }
         writeln!(f)?;
-        writeln!(f, "{:<32} {:>12} {:>7} {:>5} {:>18} {:>6}", "linear", "shape", "zeros", "2:4", "format", "bits")?;
+        writeln!(
+            f,
+            "{:<32} {:>12} {:>7} {:>5} {:>18} {:>6}",
+            "linear", "shape", "zeros", "2:4", "format", "bits"
+        )?;
         for l in &self.linears {
             writeln!(
                 f,
@@ -148,7 +183,11 @@ impl std::fmt::Display for Inspection {
                 if l.is_2of4 { "yes" } else { "no" },
                 l.format,
                 l.bits_per_weight,
-                if l.non_finite > 0 { format!("  ({} NaN/Inf)", l.non_finite) } else { String::new() }
+                if l.non_finite > 0 {
+                    format!("  ({} NaN/Inf)", l.non_finite)
+                } else {
+                    String::new()
+                }
             )?;
         }
         Ok(())

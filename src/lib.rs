@@ -7,8 +7,8 @@
 pub mod arch;
 pub mod calib;
 pub mod checkpoint;
-pub mod commands;
 pub mod cli;
+pub mod commands;
 pub mod compress;
 pub mod config;
 pub mod error;

@@ -24,7 +24,9 @@ impl Progress for Bars {
         }
         if std::io::stderr().is_terminal() {
             let pb = ProgressBar::new(total);
-            if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}") {
+            if let Ok(style) =
+                ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}")
+            {
                 pb.set_style(style.progress_chars("=> "));
             }
             pb.set_message(label.to_string());
@@ -57,7 +59,8 @@ impl Progress for Bars {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    let s = serde_json::to_string_pretty(value).map_err(|e| PareError::Usage(format!("cannot serialise output: {e}")))?;
+    let s = serde_json::to_string_pretty(value)
+        .map_err(|e| PareError::Usage(format!("cannot serialise output: {e}")))?;
     println!("{s}");
     Ok(())
 }
@@ -69,14 +72,25 @@ fn run(cli: Cli) -> Result<()> {
             .build_global()
             .map_err(|e| PareError::Usage(format!("--threads {n}: {e}")))?;
     }
-    let progress = Bars { bar: std::sync::Mutex::new(None), quiet: cli.quiet };
+    let progress = Bars {
+        bar: std::sync::Mutex::new(None),
+        quiet: cli.quiet,
+    };
     let device = || pare::model::parse_device(&cli.device);
     match cli.command {
         Command::Inspect { dir } => {
             let info = pare::inspect::inspect(&dir)?;
-            if cli.json { print_json(&info)? } else { print!("{info}") }
+            if cli.json {
+                print_json(&info)?
+            } else {
+                print!("{info}")
+            }
             if info.non_finite > 0 && !cli.quiet {
-                eprintln!("warning: {} NaN/Inf values in the weights of {}", info.non_finite, dir.display());
+                eprintln!(
+                    "warning: {} NaN/Inf values in the weights of {}",
+                    info.non_finite,
+                    dir.display()
+                );
             }
         }
         Command::Formats => {
@@ -97,10 +111,15 @@ fn run(cli: Cli) -> Result<()> {
             };
             let report = commands::eval::run(&req, &device()?, &progress)?;
             if let Some(dir) = &a.report {
-                std::fs::create_dir_all(dir).map_err(|e| PareError::io(format!("creating {}", dir.display()), e))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| PareError::io(format!("creating {}", dir.display()), e))?;
                 pare::report::write_report(dir, &report)?;
             }
-            if cli.json { print_json(&report)? } else { print!("{}", report.to_markdown()) }
+            if cli.json {
+                print_json(&report)?
+            } else {
+                print!("{}", report.to_markdown())
+            }
         }
         Command::Compress(a) => {
             let req = commands::compress::CompressRequest {
@@ -122,22 +141,51 @@ fn run(cli: Cli) -> Result<()> {
             return Err(PareError::Usage("pare compare is not available yet".into()));
         }
         Command::Bench { which } => match which {
-            BenchCommand::Forward { model, seq_len, sequences } => {
+            BenchCommand::Forward {
+                model,
+                seq_len,
+                sequences,
+            } => {
                 let r = commands::bench::forward(&model, seq_len, sequences, &device()?)?;
                 if cli.json {
                     print_json(&r)?
                 } else {
                     println!("model            {}", r.model);
                     println!("tokens           {} x {}", r.sequences, r.seq_len);
-                    println!("forward          {:.3} s, {:.0} tokens/s (block by block, weights streamed)", r.seconds, r.tokens_per_second);
-                    println!("model FLOP/s     {:.2} GFLOP/s ({:.2} MFLOP/token)", r.model_gflops, r.flops_per_token / 1e6);
-                    println!("GEMM FLOP/s      {:.2} GFLOP/s (burn matmul, same run)", r.gemm_gflops);
+                    println!(
+                        "forward          {:.3} s, {:.0} tokens/s (block by block, weights streamed)",
+                        r.seconds, r.tokens_per_second
+                    );
+                    println!(
+                        "model FLOP/s     {:.2} GFLOP/s ({:.2} MFLOP/token)",
+                        r.model_gflops,
+                        r.flops_per_token / 1e6
+                    );
+                    println!(
+                        "GEMM FLOP/s      {:.2} GFLOP/s (burn matmul, same run)",
+                        r.gemm_gflops
+                    );
                     println!("ratio            {:.3}", r.ratio);
-                    println!("peak RSS         {:.1} MiB", r.peak_rss_bytes as f64 / 1048576.0);
+                    println!(
+                        "peak RSS         {:.1} MiB",
+                        r.peak_rss_bytes as f64 / 1048576.0
+                    );
                 }
             }
-            BenchCommand::Compress { model, recipes, samples, seq_len } => {
-                let r = commands::bench::compress(&model, &recipes, samples, seq_len, &device()?, &progress)?;
+            BenchCommand::Compress {
+                model,
+                recipes,
+                samples,
+                seq_len,
+            } => {
+                let r = commands::bench::compress(
+                    &model,
+                    &recipes,
+                    samples,
+                    seq_len,
+                    &device()?,
+                    &progress,
+                )?;
                 if cli.json {
                     print_json(&r)?
                 } else {
@@ -154,7 +202,10 @@ fn run(cli: Cli) -> Result<()> {
                             row.cholesky_share * 100.0
                         );
                     }
-                    println!("peak RSS         {:.1} MiB", r.peak_rss_bytes as f64 / 1048576.0);
+                    println!(
+                        "peak RSS         {:.1} MiB",
+                        r.peak_rss_bytes as f64 / 1048576.0
+                    );
                 }
             }
         },
@@ -164,8 +215,9 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PARE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if cli.quiet { "error" } else { "warn" }));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PARE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if cli.quiet { "error" } else { "warn" })
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

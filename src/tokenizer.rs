@@ -16,7 +16,10 @@ impl TextTokenizer {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
-            return Err(PareError::input(&path, "missing tokenizer.json (needed to tokenise text)"));
+            return Err(PareError::input(
+                &path,
+                "missing tokenizer.json (needed to tokenise text)",
+            ));
         }
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| PareError::input(&path, format!("cannot load tokenizer: {e}")))?;
@@ -56,12 +59,21 @@ mod tests {
 
     #[test]
     fn stories260k_ids_match_llama2c() {
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/models/stories260k"));
+        let dir = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/models/stories260k"
+        ));
         let t = TextTokenizer::load(dir).unwrap();
         assert_eq!(
-            t.encode("Once upon a time, there was a little dragon", true).unwrap(),
-            vec![1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 279, 420, 412, 428, 289]
+            t.encode("Once upon a time, there was a little dragon", true)
+                .unwrap(),
+            vec![
+                1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 279, 420, 412, 428, 289
+            ]
         );
-        assert_eq!(t.encode("Lily’s cat", true).unwrap(), vec![1, 317, 468, 419, 280, 294]);
+        assert_eq!(
+            t.encode("Lily’s cat", true).unwrap(),
+            vec![1, 317, 468, 419, 280, 294]
+        );
     }
 }

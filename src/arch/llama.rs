@@ -33,7 +33,11 @@ pub fn tap_point(id: &str) -> TapPoint {
     let last = parts.last().copied().unwrap_or("");
     if let Some(pos) = parts.iter().position(|p| *p == "experts") {
         let e = parts.get(pos + 1).and_then(|x| x.parse().ok()).unwrap_or(0);
-        return if last == "down" { TapPoint::ExpertDownIn(e) } else { TapPoint::ExpertIn(e) };
+        return if last == "down" {
+            TapPoint::ExpertDownIn(e)
+        } else {
+            TapPoint::ExpertIn(e)
+        };
     }
     match (parts.get(2).copied(), last) {
         (Some("attn"), "o") => TapPoint::AttnOutIn,
@@ -55,29 +59,95 @@ impl Architecture {
     /// Every linear of block `b` in execution order.
     pub fn linears(&self, b: usize) -> Vec<LinearSlot> {
         let c = &self.cfg;
-        let (h, q, kv, ffn) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
+        let (h, q, kv, ffn) = (
+            c.hidden_size,
+            c.num_heads * c.head_dim,
+            c.num_kv_heads * c.head_dim,
+            c.intermediate_size,
+        );
         let l = self.layer(b);
-        let slot = |id: String, key: String, rows, cols| LinearSlot { id, key, block: b, rows, cols };
+        let slot = |id: String, key: String, rows, cols| LinearSlot {
+            id,
+            key,
+            block: b,
+            rows,
+            cols,
+        };
         let mut v = vec![
-            slot(format!("blocks.{b}.attn.q"), format!("{l}.self_attn.q_proj"), q, h),
-            slot(format!("blocks.{b}.attn.k"), format!("{l}.self_attn.k_proj"), kv, h),
-            slot(format!("blocks.{b}.attn.v"), format!("{l}.self_attn.v_proj"), kv, h),
-            slot(format!("blocks.{b}.attn.o"), format!("{l}.self_attn.o_proj"), h, q),
+            slot(
+                format!("blocks.{b}.attn.q"),
+                format!("{l}.self_attn.q_proj"),
+                q,
+                h,
+            ),
+            slot(
+                format!("blocks.{b}.attn.k"),
+                format!("{l}.self_attn.k_proj"),
+                kv,
+                h,
+            ),
+            slot(
+                format!("blocks.{b}.attn.v"),
+                format!("{l}.self_attn.v_proj"),
+                kv,
+                h,
+            ),
+            slot(
+                format!("blocks.{b}.attn.o"),
+                format!("{l}.self_attn.o_proj"),
+                h,
+                q,
+            ),
         ];
         match c.kind {
             ArchKind::Llama => {
-                v.push(slot(format!("blocks.{b}.mlp.gate"), format!("{l}.mlp.gate_proj"), ffn, h));
-                v.push(slot(format!("blocks.{b}.mlp.up"), format!("{l}.mlp.up_proj"), ffn, h));
-                v.push(slot(format!("blocks.{b}.mlp.down"), format!("{l}.mlp.down_proj"), h, ffn));
+                v.push(slot(
+                    format!("blocks.{b}.mlp.gate"),
+                    format!("{l}.mlp.gate_proj"),
+                    ffn,
+                    h,
+                ));
+                v.push(slot(
+                    format!("blocks.{b}.mlp.up"),
+                    format!("{l}.mlp.up_proj"),
+                    ffn,
+                    h,
+                ));
+                v.push(slot(
+                    format!("blocks.{b}.mlp.down"),
+                    format!("{l}.mlp.down_proj"),
+                    h,
+                    ffn,
+                ));
             }
             ArchKind::Mixtral => {
                 let m = format!("{l}.block_sparse_moe");
-                v.push(slot(format!("blocks.{b}.moe.router"), format!("{m}.gate"), c.num_experts, h));
+                v.push(slot(
+                    format!("blocks.{b}.moe.router"),
+                    format!("{m}.gate"),
+                    c.num_experts,
+                    h,
+                ));
                 for e in 0..c.num_experts {
                     let x = format!("{m}.experts.{e}");
-                    v.push(slot(format!("blocks.{b}.moe.experts.{e}.gate"), format!("{x}.w1"), ffn, h));
-                    v.push(slot(format!("blocks.{b}.moe.experts.{e}.up"), format!("{x}.w3"), ffn, h));
-                    v.push(slot(format!("blocks.{b}.moe.experts.{e}.down"), format!("{x}.w2"), h, ffn));
+                    v.push(slot(
+                        format!("blocks.{b}.moe.experts.{e}.gate"),
+                        format!("{x}.w1"),
+                        ffn,
+                        h,
+                    ));
+                    v.push(slot(
+                        format!("blocks.{b}.moe.experts.{e}.up"),
+                        format!("{x}.w3"),
+                        ffn,
+                        h,
+                    ));
+                    v.push(slot(
+                        format!("blocks.{b}.moe.experts.{e}.down"),
+                        format!("{x}.w2"),
+                        h,
+                        ffn,
+                    ));
                 }
             }
         }
@@ -86,7 +156,9 @@ impl Architecture {
 
     /// Every linear of every block.
     pub fn all_linears(&self) -> Vec<LinearSlot> {
-        (0..self.cfg.num_layers).flat_map(|b| self.linears(b)).collect()
+        (0..self.cfg.num_layers)
+            .flat_map(|b| self.linears(b))
+            .collect()
     }
 
     pub fn embed_name(&self) -> &'static str {
@@ -95,19 +167,25 @@ impl Architecture {
 
     /// The LM head tensor (the embedding when tied).
     pub fn head_name(&self) -> &'static str {
-        if self.cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" }
+        if self.cfg.tie_word_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        }
     }
 
     /// Names of block norms of block `b`.
     fn norm_names(&self, b: usize) -> [String; 2] {
         let l = self.layer(b);
-        [format!("{l}.input_layernorm.weight"), format!("{l}.post_attention_layernorm.weight")]
+        [
+            format!("{l}.input_layernorm.weight"),
+            format!("{l}.post_attention_layernorm.weight"),
+        ]
     }
 
     /// Every tensor that is not a block linear (embeddings, norms, head, biases): copied as is.
     pub fn passthrough_tensors(&self, store: &TensorStore) -> Vec<String> {
-        let linear_keys: BTreeSet<String> =
-            self.all_linears().into_iter().map(|s| s.key).collect();
+        let linear_keys: BTreeSet<String> = self.all_linears().into_iter().map(|s| s.key).collect();
         store
             .names()
             .filter(|n| {
@@ -129,19 +207,32 @@ impl Architecture {
         Ok(data)
     }
 
-    fn read_matrix(&self, store: &TensorStore, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+    fn read_matrix(
+        &self,
+        store: &TensorStore,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Matrix> {
         let (shape, data) = store.read_f32(name)?;
         if shape != [rows, cols] {
             return Err(PareError::input(
                 store.dir(),
-                format!("tensor `{name}` has shape {shape:?}; config.json implies [{rows}, {cols}]"),
+                format!(
+                    "tensor `{name}` has shape {shape:?}; config.json implies [{rows}, {cols}]"
+                ),
             ));
         }
         Ok(Matrix::from_vec(rows, cols, data))
     }
 
     /// Reads block `b`'s weights (dequantising or densifying compressed layouts).
-    pub fn read_block(&self, store: &TensorStore, b: usize, qcfg: Option<&QuantizationConfig>) -> Result<BlockWeights> {
+    pub fn read_block(
+        &self,
+        store: &TensorStore,
+        b: usize,
+        qcfg: Option<&QuantizationConfig>,
+    ) -> Result<BlockWeights> {
         let h = self.cfg.hidden_size;
         let mut linears = Vec::new();
         for slot in self.linears(b) {
@@ -172,7 +263,9 @@ impl Architecture {
                 .iter()
                 .find(|(s, _, _)| s.id == id)
                 .map(|(_, m, b)| Linear::new(m, b.clone(), device))
-                .ok_or_else(|| PareError::Usage(format!("block {}: linear `{id}` missing", w.block)))
+                .ok_or_else(|| {
+                    PareError::Usage(format!("block {}: linear `{id}` missing", w.block))
+                })
         };
         let attn = Attention {
             q: find("attn.q")?,
@@ -184,7 +277,11 @@ impl Architecture {
             head_dim: c.head_dim,
         };
         let ffn = match c.kind {
-            ArchKind::Llama => Ffn::Dense(Mlp { gate: find("mlp.gate")?, up: find("mlp.up")?, down: find("mlp.down")? }),
+            ArchKind::Llama => Ffn::Dense(Mlp {
+                gate: find("mlp.gate")?,
+                up: find("mlp.up")?,
+                down: find("mlp.down")?,
+            }),
             ArchKind::Mixtral => {
                 let mut experts = Vec::with_capacity(c.num_experts);
                 for e in 0..c.num_experts {
@@ -194,7 +291,11 @@ impl Architecture {
                         down: find(&format!("moe.experts.{e}.down"))?,
                     });
                 }
-                Ffn::Moe(Moe { router: find("moe.router")?, experts, top_k: c.experts_per_token })
+                Ffn::Moe(Moe {
+                    router: find("moe.router")?,
+                    experts,
+                    top_k: c.experts_per_token,
+                })
             }
         };
         Ok(DecoderBlock {
@@ -220,7 +321,11 @@ impl Architecture {
             }
             self.read_matrix(store, "lm_head.weight", c.vocab_size, c.hidden_size)?
         };
-        let norm = RmsNorm::new(self.read_vector(store, "model.norm.weight", c.hidden_size)?, c.rms_norm_eps, device);
+        let norm = RmsNorm::new(
+            self.read_vector(store, "model.norm.weight", c.hidden_size)?,
+            c.rms_norm_eps,
+            device,
+        );
         Ok(Ends::new(&embed, norm, &head, device))
     }
 }

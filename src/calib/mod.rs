@@ -52,7 +52,12 @@ impl SplitMix64 {
 }
 
 /// Draws `samples` windows of `seq_len` tokens from `ids` with `seed`.
-pub fn sample_windows(ids: &[u32], samples: usize, seq_len: usize, seed: u64) -> Option<Vec<Vec<u32>>> {
+pub fn sample_windows(
+    ids: &[u32],
+    samples: usize,
+    seq_len: usize,
+    seed: u64,
+) -> Option<Vec<Vec<u32>>> {
     if ids.len() <= seq_len {
         return None;
     }
@@ -70,7 +75,13 @@ pub fn sample_windows(ids: &[u32], samples: usize, seq_len: usize, seed: u64) ->
 
 impl CalibrationSet {
     /// Tokenises `path` once with `tok` and draws the windows.
-    pub fn from_text(path: &Path, tok: &TextTokenizer, samples: usize, seq_len: usize, seed: u64) -> Result<Self> {
+    pub fn from_text(
+        path: &Path,
+        tok: &TextTokenizer,
+        samples: usize,
+        seq_len: usize,
+        seed: u64,
+    ) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| PareError::input(path, format!("cannot read calibration text: {e}")))?;
         let ids = tok.encode(&text, true)?;
@@ -83,13 +94,23 @@ impl CalibrationSet {
                 ),
             )
         })?;
-        Ok(Self { ids: windows, source: path.display().to_string(), seed })
+        Ok(Self {
+            ids: windows,
+            source: path.display().to_string(),
+            seed,
+        })
     }
 
     /// Reads int64 `input_ids [samples, seq_len]` from a safetensors file; keeps the first
     /// `samples` rows and the first `seq_len` tokens of each when given.
-    pub fn from_ids_file(path: &Path, samples: Option<usize>, seq_len: Option<usize>, vocab: usize) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| PareError::input(path, format!("cannot read ids file: {e}")))?;
+    pub fn from_ids_file(
+        path: &Path,
+        samples: Option<usize>,
+        seq_len: Option<usize>,
+        vocab: usize,
+    ) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| PareError::input(path, format!("cannot read ids file: {e}")))?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| PareError::input(path, format!("not a safetensors file: {e}")))?;
         let t = st
@@ -99,17 +120,27 @@ impl CalibrationSet {
         if t.dtype() != safetensors::Dtype::I64 || shape.len() != 2 || shape[1] < 2 {
             return Err(PareError::input(
                 path,
-                format!("`input_ids` must be I64 [samples, seq_len ≥ 2]; found {:?} {:?}", t.dtype(), shape),
+                format!(
+                    "`input_ids` must be I64 [samples, seq_len ≥ 2]; found {:?} {:?}",
+                    t.dtype(),
+                    shape
+                ),
             ));
         }
         let (rows, full_cols) = (shape[0], shape[1]);
         let cols = seq_len.unwrap_or(full_cols);
         if cols > full_cols || cols < 2 {
-            return Err(PareError::input(path, format!("asked for seq_len {cols}; the file's rows hold {full_cols} tokens")));
+            return Err(PareError::input(
+                path,
+                format!("asked for seq_len {cols}; the file's rows hold {full_cols} tokens"),
+            ));
         }
         let take = samples.unwrap_or(rows);
         if take > rows || take == 0 {
-            return Err(PareError::input(path, format!("asked for {take} samples; the file holds {rows}")));
+            return Err(PareError::input(
+                path,
+                format!("asked for {take} samples; the file holds {rows}"),
+            ));
         }
         let data = t.data();
         let mut ids = Vec::with_capacity(take);
@@ -130,7 +161,11 @@ impl CalibrationSet {
             }
             ids.push(row);
         }
-        Ok(Self { ids, source: path.display().to_string(), seed: 0 })
+        Ok(Self {
+            ids,
+            source: path.display().to_string(),
+            seed: 0,
+        })
     }
 
     pub fn seq_len(&self) -> usize {

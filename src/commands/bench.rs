@@ -37,7 +37,10 @@ pub fn peak_rss_bytes() -> u64 {
         .ok()
         .and_then(|s| {
             s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()).map(|kb| kb * 1024)
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<u64>().ok())
+                    .map(|kb| kb * 1024)
             })
         })
         .unwrap_or(0)
@@ -60,24 +63,45 @@ pub fn gemm_gflops(m: usize, k: usize, n: usize, device: &Device) -> Result<f64>
 /// Random token windows (uniform over the vocabulary, seeded).
 fn random_windows(vocab: usize, n: usize, seq: usize) -> Vec<Vec<u32>> {
     let mut rng = SplitMix64::new(0);
-    (0..n).map(|_| (0..seq).map(|_| rng.below_or_eq(vocab as u64 - 1) as u32).collect()).collect()
+    (0..n)
+        .map(|_| {
+            (0..seq)
+                .map(|_| rng.below_or_eq(vocab as u64 - 1) as u32)
+                .collect()
+        })
+        .collect()
 }
 
 /// Model FLOPs per token at context `seq`: 2·(block linears + head) + causal attention
 /// (QKᵀ and AV over on average `seq/2` positions per layer).
 pub fn flops_per_token(runner: &ModelRunner, seq: usize) -> f64 {
     let c = runner.cfg();
-    let linear: usize = runner.arch.all_linears().iter().map(|s| {
-        // Experts: only top-k of them run per token.
-        if s.id.contains(".experts.") { s.rows * s.cols * c.experts_per_token / c.num_experts.max(1) } else { s.rows * s.cols }
-    }).sum();
+    let linear: usize = runner
+        .arch
+        .all_linears()
+        .iter()
+        .map(|s| {
+            // Experts: only top-k of them run per token.
+            if s.id.contains(".experts.") {
+                s.rows * s.cols * c.experts_per_token / c.num_experts.max(1)
+            } else {
+                s.rows * s.cols
+            }
+        })
+        .sum();
     let head = c.vocab_size * c.hidden_size;
-    let attn = 2.0 * 2.0 * c.num_layers as f64 * (seq as f64 / 2.0) * (c.num_heads * c.head_dim) as f64;
+    let attn =
+        2.0 * 2.0 * c.num_layers as f64 * (seq as f64 / 2.0) * (c.num_heads * c.head_dim) as f64;
     2.0 * (linear + head) as f64 + attn
 }
 
 /// Runs `pare bench forward`.
-pub fn forward(model: &Path, seq_len: usize, sequences: usize, device: &Device) -> Result<ForwardBench> {
+pub fn forward(
+    model: &Path,
+    seq_len: usize,
+    sequences: usize,
+    device: &Device,
+) -> Result<ForwardBench> {
     let mut runner = ModelRunner::open(model, device)?;
     runner.batch = sequences.clamp(1, 8);
     let windows = random_windows(runner.ends.vocab, sequences, seq_len);
@@ -93,7 +117,12 @@ pub fn forward(model: &Path, seq_len: usize, sequences: usize, device: &Device) 
     let fpt = flops_per_token(&runner, seq_len);
     let model_gflops = fpt * tokens / seconds / 1e9;
     let c = runner.cfg();
-    let gemm = gemm_gflops(runner.batch * seq_len, c.hidden_size, c.intermediate_size, device)?;
+    let gemm = gemm_gflops(
+        runner.batch * seq_len,
+        c.hidden_size,
+        c.intermediate_size,
+        device,
+    )?;
     Ok(ForwardBench {
         model: model.display().to_string(),
         sequences,
@@ -156,7 +185,8 @@ pub fn compress(
         }
         plan.eval = None;
         if forward_seconds.is_nan() {
-            let calib: CalibrationSet = crate::pipeline::compress::load_calibration(&runner, &plan)?;
+            let calib: CalibrationSet =
+                crate::pipeline::compress::load_calibration(&runner, &plan)?;
             used_samples = calib.ids.len();
             used_seq = calib.seq_len();
             runner.final_hidden(&calib.ids[..runner.batch.min(calib.ids.len())], &Silent)?;
@@ -164,7 +194,12 @@ pub fn compress(
             runner.final_hidden(&calib.ids, &Silent)?;
             forward_seconds = t.elapsed().as_secs_f64();
         }
-        let out = scratch.join(recipe.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default());
+        let out = scratch.join(
+            recipe
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        );
         let chol_before = crate::compress::timing::cholesky_seconds();
         let t = Instant::now();
         super::compress::run_with(&runner, &plan, &text, &out, true, progress)?;

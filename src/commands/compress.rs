@@ -59,14 +59,21 @@ pub fn run_with(
     let mut report = outcome.report;
     let calibration = report.provenance.calibration.take();
     let recipe = report.provenance.recipe.take();
-    report.provenance = super::provenance(&outcome.out.display().to_string(), Some(&runner.dir.display().to_string()));
+    report.provenance = super::provenance(
+        &outcome.out.display().to_string(),
+        Some(&runner.dir.display().to_string()),
+    );
     report.provenance.calibration = calibration;
     report.provenance.recipe = recipe;
     report.totals.forward_seconds = Some(outcome.forward_seconds);
     if let Some(e) = &plan.eval {
         let mut compressed = ModelRunner::open(&outcome.out, &runner.device)?;
         let mut base = ModelRunner::open(&runner.dir, &runner.device)?;
-        let base_ref = if e.kld || !e.tasks.is_empty() { Some(&mut base) } else { None };
+        let base_ref = if e.kld || !e.tasks.is_empty() {
+            Some(&mut base)
+        } else {
+            None
+        };
         evaluate_into(
             &mut report,
             &mut compressed,
@@ -79,7 +86,11 @@ pub fn run_with(
         )?;
     }
     write_report(&outcome.out, &report)?;
-    Ok(Compressed { out: outcome.out, report, forward_seconds: outcome.forward_seconds })
+    Ok(Compressed {
+        out: outcome.out,
+        report,
+        forward_seconds: outcome.forward_seconds,
+    })
 }
 
 /// Runs `pare compress`.

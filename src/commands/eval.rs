@@ -69,7 +69,9 @@ pub fn evaluate_into(
 /// Runs `pare eval`.
 pub fn run(req: &EvalRequest, device: &Device, progress: &dyn Progress) -> Result<Report> {
     if req.text.is_none() && req.tasks.is_empty() {
-        return Err(PareError::Usage("pare eval: give --text FILE and/or --tasks FILE...".into()));
+        return Err(PareError::Usage(
+            "pare eval: give --text FILE and/or --tasks FILE...".into(),
+        ));
     }
     let mut model = ModelRunner::open(&req.model, device)?;
     let mut base = match &req.base {
@@ -79,7 +81,10 @@ pub fn run(req: &EvalRequest, device: &Device, progress: &dyn Progress) -> Resul
     let mut report = Report {
         provenance: super::provenance(
             &req.model.display().to_string(),
-            req.base.as_ref().map(|b| b.display().to_string()).as_deref(),
+            req.base
+                .as_ref()
+                .map(|b| b.display().to_string())
+                .as_deref(),
         ),
         ..Default::default()
     };

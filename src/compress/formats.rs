@@ -10,8 +10,7 @@
 use crate::compress::{NofM, QuantScheme};
 
 /// What a row of the format table describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[derive(serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FormatKind {
     /// An integer weight quantisation scheme (recipe key `format:`).

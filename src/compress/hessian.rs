@@ -2,7 +2,7 @@
 //! Hessian factor shared by SparseGPT and GPTQ (ALGORITHMS.md §3 "Preparation", §7).
 //!
 //! [`StatsAccumulator`] runs on every calibration token, so it does the work with faer's
-//! parallel GEMM: per batch the lower triangle of `XᵀX` by column panels (about half the flops), mirrored
+//! parallel GEMM: per batch the upper triangle of `XᵀX` by row panels (about half the flops), mirrored
 //! once in [`StatsAccumulator::finish`].
 //!
 //! [`inverse_factor`] turns a Hessian into the upper Cholesky factor `U` of `H⁻¹` with the
@@ -19,8 +19,8 @@ use crate::compress::{InputStats, Needs};
 use crate::error::{PareError, Result};
 use crate::matrix::Matrix;
 
-/// Column-panel width of the blocked lower-triangular `XᵀX`.
-const XTX_PANEL: usize = 128;
+/// Row-panel width of the blocked upper-triangular `XᵀX`.
+const XTX_PANEL: usize = 64;
 
 /// Accumulates [`InputStats`] for one linear input over the calibration batches.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ pub struct StatsAccumulator {
     sq: Vec<f64>,
     /// Per-batch scratch for Σx² in f32.
     sq_batch: Vec<f32>,
-    /// Σ_t x_t x_tᵀ (lower triangle only until `finish`), f32 like the references.
+    /// Σ_t x_t x_tᵀ (upper triangle only until `finish`), f32 like the references.
     xtx: Option<Mat<f32>>,
 }
 
@@ -95,14 +95,14 @@ impl StatsAccumulator {
         if let Some(h) = self.xtx.as_mut() {
             // Row-major [tokens, d] read as column-major [d, tokens] is Xᵀ, contiguous.
             let xt = MatRef::from_column_major_slice(x, d, tokens);
-            // Lower triangle by column panels: rectangular GEMMs h[j0.., j0..j1] += X[:, j0..]ᵀ
-            // X[:, j0..j1] do ≈ half the flops of the full product at full GEMM speed (faer's
-            // triangular matmul measured slower than the full product here).
+            // Upper triangle by row panels: rectangular GEMMs h[j0..j1, j0..] += X[:, j0..j1]ᵀ
+            // X[:, j0..] do about half the flops of the full product at full GEMM speed (faer's
+            // triangular matmul and the full product both measured slower, see `bench`).
             for j0 in (0..d).step_by(XTX_PANEL) {
                 let j1 = (j0 + XTX_PANEL).min(d);
-                let dst = h.as_mut().submatrix_mut(j0, j0, d - j0, j1 - j0);
-                let lhs = xt.subrows(j0, d - j0);
-                let rhs = xt.subrows(j0, j1 - j0).transpose();
+                let dst = h.as_mut().submatrix_mut(j0, j0, j1 - j0, d - j0);
+                let lhs = xt.subrows(j0, j1 - j0);
+                let rhs = xt.subrows(j0, d - j0).transpose();
                 matmul(dst, Accum::Add, lhs, rhs, 1.0f32, Par::rayon(0));
             }
         }
@@ -119,7 +119,7 @@ impl StatsAccumulator {
             let mut out = vec![0.0f32; d * d];
             for j in 0..d {
                 for i in j..d {
-                    let v = h[(i, j)] * f;
+                    let v = h[(j, i)] * f;
                     out[i * d + j] = v;
                     out[j * d + i] = v;
                 }
@@ -193,12 +193,14 @@ pub fn inverse_factor(id: &str, h: &Matrix, dampening: f32) -> Result<InverseFac
         ));
     }
     let mut damp = dampening as f64 * mean_diag;
+    let mut applied = 0.0f64;
     for attempt in 0..=CHOLESKY_RETRIES {
-        let mut a = hr.clone();
+        // Damp in place (no extra d×d copy): add the difference to what is already applied.
         for i in 0..d {
-            a[(i, i)] += damp;
+            hr[(i, i)] += damp - applied;
         }
-        let failure = match a.llt(Side::Lower) {
+        applied = damp;
+        let failure = match hr.llt(Side::Lower) {
             Ok(llt) => {
                 let mut linv = Mat::<f64>::zeros(d, d);
                 faer::linalg::triangular_inverse::invert_lower_triangular(
@@ -399,7 +401,8 @@ pub(crate) mod tests {
 mod bench {
     use super::*;
 
-    /// `cargo test --lib compress::hessian::bench -- --ignored --nocapture`
+    /// Row-panel `XᵀX` (the accumulator) vs faer's full product, per 4096 tokens:
+    /// `cargo test --lib compress::hessian::bench -- --ignored --nocapture --test-threads 1`.
     #[test]
     #[ignore]
     fn xtx_panel_vs_full() {
@@ -407,23 +410,34 @@ mod bench {
             let t = 4096;
             let x = tests::rand_vec(1, t * d);
             let xt = MatRef::from_column_major_slice(&x, d, t);
-            for panel in [64usize, 128, 256, usize::MAX] {
-                let mut h = Mat::<f32>::zeros(d, d);
-                let t0 = std::time::Instant::now();
-                for _ in 0..4 {
-                    if panel == usize::MAX {
-                        matmul(h.as_mut(), Accum::Add, xt, xt.transpose(), 1.0f32, Par::rayon(0));
-                    } else {
-                        for j0 in (0..d).step_by(panel) {
-                            let j1 = (j0 + panel).min(d);
-                            let dst = h.as_mut().submatrix_mut(j0, j0, d - j0, j1 - j0);
-                            let rhs = xt.subrows(j0, j1 - j0).transpose();
-                            matmul(dst, Accum::Add, xt.subrows(j0, d - j0), rhs, 1.0f32, Par::rayon(0));
-                        }
-                    }
-                }
-                eprintln!("d {d} panel {panel}: {:?} per 4096 tokens", t0.elapsed() / 4);
+            let mut acc = StatsAccumulator::new(
+                d,
+                Needs {
+                    sq_norms: true,
+                    hessian: true,
+                },
+            );
+            let t0 = std::time::Instant::now();
+            for _ in 0..4 {
+                acc.observe(&x, t, 1);
             }
+            let panel = t0.elapsed() / 4;
+            let mut h = Mat::<f32>::zeros(d, d);
+            let t0 = std::time::Instant::now();
+            for _ in 0..4 {
+                matmul(
+                    h.as_mut(),
+                    Accum::Add,
+                    xt,
+                    xt.transpose(),
+                    1.0f32,
+                    Par::rayon(0),
+                );
+            }
+            eprintln!(
+                "d {d}: accumulator {panel:?}, full XᵀX {:?} per 4096 tokens",
+                t0.elapsed() / 4
+            );
         }
     }
 }

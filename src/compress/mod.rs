@@ -7,16 +7,16 @@
 
 pub mod apply;
 pub mod finequant;
+pub mod formats;
 pub mod gptq;
 pub mod hessian;
 pub mod magnitude;
-pub mod sparsegpt;
-pub mod wanda;
 pub mod quant;
 pub mod rtn;
-pub mod formats;
+pub mod sparsegpt;
 pub mod timing;
 pub mod types;
+pub mod wanda;
 
 pub use types::{CompressedLinear, InputStats, Needs, QuantScheme, QuantizedWeight};
 
@@ -32,15 +32,37 @@ pub struct NofM {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Method {
     /// Magnitude pruning: per-matrix threshold (unstructured) or per-row groups (N:M).
-    Magnitude { sparsity: f32, pattern: Option<NofM> },
+    Magnitude {
+        sparsity: f32,
+        pattern: Option<NofM>,
+    },
     /// Wanda: |W|·‖X_j‖₂ per output row.
-    Wanda { sparsity: f32, pattern: Option<NofM> },
+    Wanda {
+        sparsity: f32,
+        pattern: Option<NofM>,
+    },
     /// SparseGPT: OBS with lazy blocks.
-    SparseGpt { sparsity: f32, pattern: Option<NofM>, block_size: usize, dampening: f32 },
+    SparseGpt {
+        sparsity: f32,
+        pattern: Option<NofM>,
+        block_size: usize,
+        dampening: f32,
+    },
     /// Round-to-nearest, min-max, data-free.
     Rtn { scheme: QuantScheme },
     /// FineQuant: data-free, per-matrix adaptive group size.
-    FineQuant { bits: u8, symmetric: bool, max_group: usize, min_group: usize, threshold: f32 },
+    FineQuant {
+        bits: u8,
+        symmetric: bool,
+        max_group: usize,
+        min_group: usize,
+        threshold: f32,
+    },
     /// GPTQ: Hessian-based error feedback.
-    Gptq { scheme: QuantScheme, block_size: usize, dampening: f32, actorder: bool },
+    Gptq {
+        scheme: QuantScheme,
+        block_size: usize,
+        dampening: f32,
+        actorder: bool,
+    },
 }

@@ -30,11 +30,17 @@ pub struct Needs {
 
 impl Needs {
     /// Needs nothing: a data-free method (magnitude, RTN, FineQuant).
-    pub const NONE: Needs = Needs { sq_norms: false, hessian: false };
+    pub const NONE: Needs = Needs {
+        sq_norms: false,
+        hessian: false,
+    };
 
     /// Union of two needs.
     pub fn union(self, other: Needs) -> Needs {
-        Needs { sq_norms: self.sq_norms || other.sq_norms, hessian: self.hessian || other.hessian }
+        Needs {
+            sq_norms: self.sq_norms || other.sq_norms,
+            hessian: self.hessian || other.hessian,
+        }
     }
 
     /// True when calibration data must flow through the block at all.

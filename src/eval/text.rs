@@ -36,7 +36,9 @@ pub struct TextScores {
 pub fn windows(ids: &[u32], seq_len: usize, max_windows: Option<usize>) -> Vec<Vec<u32>> {
     let n = if seq_len == 0 { 0 } else { ids.len() / seq_len };
     let n = max_windows.map_or(n, |m| n.min(m));
-    (0..n).map(|i| ids[i * seq_len..(i + 1) * seq_len].to_vec()).collect()
+    (0..n)
+        .map(|i| ids[i * seq_len..(i + 1) * seq_len].to_vec())
+        .collect()
 }
 
 /// Tokenises `text_path` with the model's tokenizer and returns the windows; errors when the text
@@ -48,7 +50,9 @@ pub fn text_windows(
     max_windows: Option<usize>,
 ) -> Result<Vec<Vec<u32>>> {
     if seq_len < 2 {
-        return Err(PareError::Usage(format!("--seq-len {seq_len}: must be at least 2")));
+        return Err(PareError::Usage(format!(
+            "--seq-len {seq_len}: must be at least 2"
+        )));
     }
     let text = std::fs::read_to_string(text_path)
         .map_err(|e| PareError::input(text_path, format!("cannot read text: {e}")))?;
@@ -57,7 +61,10 @@ pub fn text_windows(
     if w.is_empty() {
         return Err(PareError::input(
             text_path,
-            format!("text has {} tokens, fewer than one window of {seq_len}", ids.len()),
+            format!(
+                "text has {} tokens, fewer than one window of {seq_len}",
+                ids.len()
+            ),
         ));
     }
     Ok(w)
@@ -80,7 +87,10 @@ pub fn score(
         if b.ends.vocab != vocab {
             return Err(PareError::input(
                 &b.dir,
-                format!("base vocabulary {} differs from the model's {vocab}", b.ends.vocab),
+                format!(
+                    "base vocabulary {} differs from the model's {vocab}",
+                    b.ends.vocab
+                ),
             ));
         }
     }
@@ -89,7 +99,11 @@ pub fn score(
         Some(b) => Some((b, b.final_hidden(windows, progress)?)),
         None => None,
     };
-    let mut out = TextScores { seq_len, windows: windows.len(), ..Default::default() };
+    let mut out = TextScores {
+        seq_len,
+        windows: windows.len(),
+        ..Default::default()
+    };
     let mut first = 0;
     for (i, h) in hidden.into_iter().enumerate() {
         let n_in_batch = h.dims()[0];
@@ -121,7 +135,8 @@ pub fn score(
                     }
                     out.kld.push(kl.max(0.0));
                     out.nll_base.push(-(p[target] as f64));
-                    out.delta_p.push((q[target] as f64).exp() - (p[target] as f64).exp());
+                    out.delta_p
+                        .push((q[target] as f64).exp() - (p[target] as f64).exp());
                     out.same_top.push(am_p == am_q);
                 }
             }
@@ -139,7 +154,11 @@ pub fn mean_se(x: &[f64]) -> (f64, f64) {
     }
     let m = x.iter().sum::<f64>() / n;
     let m2 = x.iter().map(|v| v * v).sum::<f64>() / n;
-    let se = if x.len() > 1 { ((m2 - m * m).max(0.0) / (n - 1.0)).sqrt() } else { f64::NAN };
+    let se = if x.len() > 1 {
+        ((m2 - m * m).max(0.0) / (n - 1.0)).sqrt()
+    } else {
+        f64::NAN
+    };
     (m, se)
 }
 
@@ -218,7 +237,11 @@ pub mod summary {
     pub fn quality(text: &str, s: &TextScores) -> Quality {
         let perplexity = ppl_stats(text, s, &s.nll);
         if s.kld.is_empty() {
-            return Quality { perplexity, base_perplexity: None, kld: None };
+            return Quality {
+                perplexity,
+                base_perplexity: None,
+                kld: None,
+            };
         }
         let base = ppl_stats(text, s, &s.nll_base);
         let ln_ratio: Vec<f64> = s.nll.iter().zip(&s.nll_base).map(|(q, b)| q - b).collect();
@@ -233,18 +256,31 @@ pub mod summary {
         let dp2: Vec<f64> = s.delta_p.iter().map(|d| d * d).collect();
         let (ms, ms_se) = mean_se(&dp2);
         let rms = ms.sqrt();
-        let same: Vec<f64> = s.same_top.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect();
+        let same: Vec<f64> = s
+            .same_top
+            .iter()
+            .map(|&x| if x { 1.0 } else { 0.0 })
+            .collect();
         let n = same.len() as f64;
         let sp = same.iter().sum::<f64>() / n;
         let k = |f| percentile(&kld_sorted, f);
         let d = |f| percentile(&dp_sorted, f);
         let kld = KldStats {
             tokens: s.kld.len() as u64,
-            mean_ppl_q: Estimate { value: q.value.exp(), unc: q.value.exp() * q.unc },
-            mean_ppl_base: Estimate { value: b.value.exp(), unc: b.value.exp() * b.unc },
+            mean_ppl_q: Estimate {
+                value: q.value.exp(),
+                unc: q.value.exp() * q.unc,
+            },
+            mean_ppl_base: Estimate {
+                value: b.value.exp(),
+                unc: b.value.exp() * b.unc,
+            },
             cor_ln_ppl: correlation(&s.nll, &s.nll_base),
             mean_ln_ppl_ratio: r,
-            mean_ppl_ratio: Estimate { value: r.value.exp(), unc: r.value.exp() * r.unc },
+            mean_ppl_ratio: Estimate {
+                value: r.value.exp(),
+                unc: r.value.exp() * r.unc,
+            },
             mean_ppl_diff: Estimate {
                 value: q.value.exp() - b.value.exp(),
                 unc: ((q.value.exp() * q.unc).powi(2) + (b.value.exp() * b.unc).powi(2)).sqrt(),
@@ -275,9 +311,19 @@ pub mod summary {
             delta_p_p1: d(0.01),
             delta_p_p0_1: d(0.001),
             min_delta_p: d(0.0),
-            rms_delta_p: Estimate { value: rms, unc: if rms > 0.0 { ms_se / (2.0 * rms) } else { 0.0 } },
-            same_top_p: Estimate { value: sp, unc: (sp * (1.0 - sp) / (n - 1.0).max(1.0)).sqrt() },
+            rms_delta_p: Estimate {
+                value: rms,
+                unc: if rms > 0.0 { ms_se / (2.0 * rms) } else { 0.0 },
+            },
+            same_top_p: Estimate {
+                value: sp,
+                unc: (sp * (1.0 - sp) / (n - 1.0).max(1.0)).sqrt(),
+            },
         };
-        Quality { perplexity, base_perplexity: Some(base), kld: Some(kld) }
+        Quality {
+            perplexity,
+            base_perplexity: Some(base),
+            kld: Some(kld),
+        }
     }
 }

@@ -54,29 +54,54 @@ pub struct DecoderBlock {
 }
 
 fn observe(tap: &mut dyn Tap, p: TapPoint, x: &Tensor<2>) -> Result<()> {
-    if tap.wants(p) { tap.observe(p, x) } else { Ok(()) }
+    if tap.wants(p) {
+        tap.observe(p, x)
+    } else {
+        Ok(())
+    }
 }
 
 impl Attention {
     /// `x`: normed hidden `[b*s, hidden]` → `[b*s, hidden]`.
-    fn forward(&self, x: Tensor<2>, b: usize, s: usize, rope: &Rope, tap: &mut dyn Tap) -> Result<Tensor<2>> {
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        b: usize,
+        s: usize,
+        rope: &Rope,
+        tap: &mut dyn Tap,
+    ) -> Result<Tensor<2>> {
         observe(tap, TapPoint::AttnIn, &x)?;
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self.q.forward(x.clone()).reshape([b, s, nh, hd]).swap_dims(1, 2);
-        let k = self.k.forward(x.clone()).reshape([b, s, nkv, hd]).swap_dims(1, 2);
+        let q = self
+            .q
+            .forward(x.clone())
+            .reshape([b, s, nh, hd])
+            .swap_dims(1, 2);
+        let k = self
+            .k
+            .forward(x.clone())
+            .reshape([b, s, nkv, hd])
+            .swap_dims(1, 2);
         let v = self.v.forward(x).reshape([b, s, nkv, hd]).swap_dims(1, 2);
         let q = rope.apply(q);
         let k = rope.apply(k);
         let (k, v) = if nkv < nh {
             let rep = nh / nkv;
             let expand = |t: Tensor<4>| -> Tensor<4> {
-                t.reshape([b, nkv, 1, s, hd]).expand([b, nkv, rep, s, hd]).reshape([b, nh, s, hd])
+                t.reshape([b, nkv, 1, s, hd])
+                    .expand([b, nkv, rep, s, hd])
+                    .reshape([b, nh, s, hd])
             };
             (expand(k), expand(v))
         } else {
             (k, v)
         };
-        let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+        let opts = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: true,
+        };
         let a = attention(q, k, v, None, None, opts);
         let a = a.swap_dims(1, 2).reshape([b * s, nh * hd]);
         observe(tap, TapPoint::AttnOutIn, &a)?;
@@ -85,7 +110,13 @@ impl Attention {
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<2>, tap: &mut dyn Tap, at: TapPoint, down_at: TapPoint) -> Result<Tensor<2>> {
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        tap: &mut dyn Tap,
+        at: TapPoint,
+        down_at: TapPoint,
+    ) -> Result<Tensor<2>> {
         observe(tap, at, &x)?;
         let a = silu(self.gate.forward(x.clone())) * self.up.forward(x);
         observe(tap, down_at, &a)?;
@@ -136,7 +167,9 @@ impl DecoderBlock {
     pub fn forward(&self, hidden: Tensor<3>, rope: &Rope, tap: &mut dyn Tap) -> Result<Tensor<3>> {
         let [b, s, d] = hidden.dims();
         let h = hidden.reshape([b * s, d]);
-        let a = self.attn.forward(self.input_norm.forward(h.clone()), b, s, rope, tap)?;
+        let a = self
+            .attn
+            .forward(self.input_norm.forward(h.clone()), b, s, rope, tap)?;
         let h = h + a;
         let x = self.post_norm.forward(h.clone());
         let f = match &self.ffn {

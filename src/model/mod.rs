@@ -21,16 +21,22 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         "cpu" => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let idx: usize = s.strip_prefix("cuda:").unwrap_or("0").parse().map_err(|_| {
-                PareError::Usage(format!("--device {s}: expected cuda:N with N a number"))
-            })?;
+            let idx: usize = s
+                .strip_prefix("cuda:")
+                .unwrap_or("0")
+                .parse()
+                .map_err(|_| {
+                    PareError::Usage(format!("--device {s}: expected cuda:N with N a number"))
+                })?;
             Ok(Device::cuda(idx))
         }
         #[cfg(not(feature = "cuda"))]
         s if s.starts_with("cuda") => Err(PareError::Usage(format!(
             "--device {s}: this build has no CUDA support; rebuild with `--features cuda`"
         ))),
-        s => Err(PareError::Usage(format!("--device {s}: expected cpu, cuda or cuda:N"))),
+        s => Err(PareError::Usage(format!(
+            "--device {s}: expected cpu, cuda or cuda:N"
+        ))),
     }
 }
 
@@ -87,7 +93,10 @@ pub struct RmsNorm {
 impl RmsNorm {
     pub fn new(weight: Vec<f32>, eps: f64, device: &Device) -> Self {
         let n = weight.len();
-        Self { weight: Tensor::<1>::from_data(TensorData::new(weight, [n]), device), eps }
+        Self {
+            weight: Tensor::<1>::from_data(TensorData::new(weight, [n]), device),
+            eps,
+        }
     }
 
     /// `x`: `[tokens, hidden]`.
@@ -115,7 +124,13 @@ impl Ends {
             TensorData::new(embed.data.clone(), [embed.rows, embed.cols]),
             device,
         );
-        Self { embed: embed_t, norm, head: Linear::new(head, None, device), vocab: head.rows, hidden: embed.cols }
+        Self {
+            embed: embed_t,
+            norm,
+            head: Linear::new(head, None, device),
+            vocab: head.rows,
+            hidden: embed.cols,
+        }
     }
 
     /// Token ids `[batch][seq]` (all rows the same length) → hidden states `[batch, seq, hidden]`.
@@ -125,7 +140,9 @@ impl Ends {
         let mut flat = Vec::with_capacity(b * s);
         for row in ids {
             if row.len() != s {
-                return Err(PareError::Usage("embed: sequences of a batch differ in length".into()));
+                return Err(PareError::Usage(
+                    "embed: sequences of a batch differ in length".into(),
+                ));
             }
             for &t in row {
                 if t as usize >= self.vocab {
@@ -139,7 +156,11 @@ impl Ends {
         }
         let device = self.embed.device();
         let idx = Tensor::<1, Int>::from_data(TensorData::new(flat, [b * s]), &device);
-        Ok(self.embed.clone().select(0, idx).reshape([b, s, self.hidden]))
+        Ok(self
+            .embed
+            .clone()
+            .select(0, idx)
+            .reshape([b, s, self.hidden]))
     }
 
     /// Hidden states `[batch, seq, hidden]` → logits `[batch*seq, vocab]`.
@@ -152,7 +173,13 @@ impl Ends {
 /// Copies a 2-D tensor to the host as a row-major `Vec<f32>`.
 pub fn to_host(t: Tensor<2>) -> Result<Vec<f32>> {
     t.try_into_data()
-        .map_err(|e| PareError::Numerical(format!("cannot read a tensor back from the device: {e:?}")))?
+        .map_err(|e| {
+            PareError::Numerical(format!("cannot read a tensor back from the device: {e:?}"))
+        })?
         .try_into_vec_as::<f32>()
-        .map_err(|e| PareError::Numerical(format!("cannot convert a tensor read from the device: {e:?}")))
+        .map_err(|e| {
+            PareError::Numerical(format!(
+                "cannot convert a tensor read from the device: {e:?}"
+            ))
+        })
 }

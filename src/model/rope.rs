@@ -59,7 +59,11 @@ impl Rope {
         // `cos` was filled as [p][half][i]: exactly cat(freqs, freqs) per position.
         let cos = Tensor::<2>::from_data(TensorData::new(cos, [max_len, d]), device);
         let sin = Tensor::<2>::from_data(TensorData::new(sin, [max_len, d]), device);
-        Self { cos, sin, head_dim: d }
+        Self {
+            cos,
+            sin,
+            head_dim: d,
+        }
     }
 
     /// Rotates `x` of shape `[batch, heads, seq, head_dim]` (positions `0..seq`).

@@ -35,7 +35,9 @@ impl LanguageModel for ModelRunner {
         }
         let v = self.ends.vocab;
         let lp = self.log_probs(ids)?;
-        Ok((0..ids.len() - 1).map(|i| lp[i * v + ids[i + 1] as usize]).collect())
+        Ok((0..ids.len() - 1)
+            .map(|i| lp[i * v + ids[i + 1] as usize])
+            .collect())
     }
 
     fn greedy(&mut self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {

@@ -79,7 +79,11 @@ impl ModelRunner {
 
     /// Runs equal-length `windows` through every block, one block at a time (streaming), and
     /// returns the final hidden states per batch of `self.batch` windows.
-    pub fn final_hidden(&self, windows: &[Vec<u32>], progress: &dyn Progress) -> Result<Vec<Tensor<3>>> {
+    pub fn final_hidden(
+        &self,
+        windows: &[Vec<u32>],
+        progress: &dyn Progress,
+    ) -> Result<Vec<Tensor<3>>> {
         let seq = windows.first().map(Vec::len).unwrap_or(0);
         let rope = Rope::new(self.cfg(), seq.max(1), &self.device);
         let mut hidden: Vec<Tensor<3>> = windows
@@ -112,6 +116,8 @@ impl ModelRunner {
 
     /// The resident blocks (after `make_resident`).
     pub(crate) fn resident_blocks(&self) -> Result<&[DecoderBlock]> {
-        self.resident.as_deref().ok_or_else(|| PareError::Usage("blocks are not resident".into()))
+        self.resident
+            .as_deref()
+            .ok_or_else(|| PareError::Usage("blocks are not resident".into()))
     }
 }

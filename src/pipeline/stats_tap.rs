@@ -32,7 +32,13 @@ impl StatsTap {
             .filter(|(_, (_, n))| n.any())
             .map(|(p, (d, n))| (*p, StatsAccumulator::new(*d, *n)))
             .collect();
-        Self { needs, acc, kept: BTreeMap::new(), keep_tokens, batch_seqs: 1 }
+        Self {
+            needs,
+            acc,
+            kept: BTreeMap::new(),
+            keep_tokens,
+            batch_seqs: 1,
+        }
     }
 
     /// Consumes the tap: statistics per point, and the kept inputs as `[tokens, d_in]` matrices.
@@ -71,7 +77,12 @@ impl Tap for StatsTap {
 }
 
 /// `‖(W − W′) Xᵀ‖ / ‖W Xᵀ‖` on the kept inputs `x` (`[tokens, d_in]`), computed on `device`.
-pub fn relative_error(w: &Matrix, w_new: &Matrix, x: &Matrix, device: &Device) -> Result<Option<f64>> {
+pub fn relative_error(
+    w: &Matrix,
+    w_new: &Matrix,
+    x: &Matrix,
+    device: &Device,
+) -> Result<Option<f64>> {
     if x.rows == 0 || x.cols != w.cols {
         return Ok(None);
     }

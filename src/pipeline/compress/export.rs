@@ -61,7 +61,13 @@ impl ExportState {
     }
 
     /// Tensors for linear `key` (checkpoint module prefix) in the export layout.
-    pub fn encode(&mut self, key: &str, id: &str, cl: &CompressedLinear, compressed: bool) -> Result<Vec<(String, OutTensor)>> {
+    pub fn encode(
+        &mut self,
+        key: &str,
+        id: &str,
+        cl: &CompressedLinear,
+        compressed: bool,
+    ) -> Result<Vec<(String, OutTensor)>> {
         let w = &cl.weight;
         self.params += w.data.len() as u64;
         self.zeros += w.data.iter().filter(|v| **v == 0.0).count() as u64;
@@ -88,7 +94,10 @@ impl ExportState {
                 checkpoint::encode_dense(key, w, self.dtype)?
             }
         };
-        self.bytes_after += tensors.iter().map(|(_, t)| t.bytes.len() as u64).sum::<u64>();
+        self.bytes_after += tensors
+            .iter()
+            .map(|(_, t)| t.bytes.len() as u64)
+            .sum::<u64>();
         Ok(tensors)
     }
 
@@ -105,7 +114,11 @@ impl ExportState {
             return Err(PareError::Usage("config.json is not a JSON object".into()));
         };
         obj.remove("quantization_config");
-        let steps: Vec<Value> = plan.steps.iter().map(|s| json!({"method": s.name, "targets": s.targets.len()})).collect();
+        let steps: Vec<Value> = plan
+            .steps
+            .iter()
+            .map(|s| json!({"method": s.name, "targets": s.targets.len()}))
+            .collect();
         obj.insert(
             "compression".into(),
             json!({
@@ -116,7 +129,11 @@ impl ExportState {
                 "export": format!("{:?}", self.format),
             }),
         );
-        let global_sparsity = if self.params > 0 { self.zeros as f64 / self.params as f64 } else { 0.0 };
+        let global_sparsity = if self.params > 0 {
+            self.zeros as f64 / self.params as f64
+        } else {
+            0.0
+        };
         match self.format {
             ExportFormat::PackQuantized if !self.groups.is_empty() => {
                 let mut ignore = vec!["lm_head".to_string()];
@@ -124,13 +141,21 @@ impl ExportState {
                 let q = checkpoint::quantization_config_json(&self.groups, &ignore, CT_VERSION);
                 obj.insert("quantization_config".into(), q);
             }
-            ExportFormat::SparseBitmask | ExportFormat::Sparse24Bitmask if !self.sparse_targets.is_empty() => {
+            ExportFormat::SparseBitmask | ExportFormat::Sparse24Bitmask
+                if !self.sparse_targets.is_empty() =>
+            {
                 let (fmt, structure) = if self.format == ExportFormat::Sparse24Bitmask {
                     ("sparse-24-bitmask", "2:4")
                 } else {
                     ("sparse-bitmask", "unstructured")
                 };
-                let sp = checkpoint::sparsity_config_json(fmt, global_sparsity, structure, &self.sparse_targets, &["lm_head".to_string()]);
+                let sp = checkpoint::sparsity_config_json(
+                    fmt,
+                    global_sparsity,
+                    structure,
+                    &self.sparse_targets,
+                    &["lm_head".to_string()],
+                );
                 let mut q = BTreeMap::new();
                 q.insert("quant_method", json!("compressed-tensors"));
                 q.insert("format", json!(fmt));

@@ -47,7 +47,12 @@ pub fn load_calibration(runner: &ModelRunner, plan: &Plan) -> Result<Calibration
             CalibrationSet::from_text(path, &runner.tokenizer, c.samples, c.seq_len, c.seed)
         }
         CalibSource::Ids(path) => {
-            let set = CalibrationSet::from_ids_file(path, Some(c.samples), Some(c.seq_len), runner.ends.vocab)?;
+            let set = CalibrationSet::from_ids_file(
+                path,
+                Some(c.samples),
+                Some(c.seq_len),
+                runner.ends.vocab,
+            )?;
             Ok(set)
         }
     }
@@ -76,12 +81,19 @@ pub fn compress(
     let sdt = scale_dtype_for(dtype);
     let calib = load_calibration(runner, plan)?;
     let seq = calib.seq_len();
-    let mut writer = CheckpointWriter::create(out, &runner.dir, force, plan.export.max_shard_bytes)?;
+    let mut writer =
+        CheckpointWriter::create(out, &runner.dir, force, plan.export.max_shard_bytes)?;
     let rope = Rope::new(cfg, seq.max(1), &runner.device);
     let batches: Vec<&[Vec<u32>]> = calib.ids.chunks(runner.batch.max(1)).collect();
-    let mut hidden: Vec<Tensor<3>> = batches.iter().map(|c| runner.ends.embed(c)).collect::<Result<_>>()?;
-    let targeted: Vec<BTreeSet<&str>> =
-        plan.steps.iter().map(|s| s.targets.iter().map(String::as_str).collect()).collect();
+    let mut hidden: Vec<Tensor<3>> = batches
+        .iter()
+        .map(|c| runner.ends.embed(c))
+        .collect::<Result<_>>()?;
+    let targeted: Vec<BTreeSet<&str>> = plan
+        .steps
+        .iter()
+        .map(|s| s.targets.iter().map(String::as_str).collect())
+        .collect();
     let mut report = Report::default();
     let mut forward_seconds = 0.0;
     let mut export_state = export::ExportState::new(plan, dtype);
@@ -89,14 +101,19 @@ pub fn compress(
     progress.start("compress", cfg.num_layers as u64);
     for b in 0..cfg.num_layers {
         let t_block = Instant::now();
-        let weights = runner.arch.read_block(&runner.store, b, runner.qcfg.as_ref())?;
+        let weights = runner
+            .arch
+            .read_block(&runner.store, b, runner.qcfg.as_ref())?;
         let mut states: BTreeMap<String, LinearState> = weights
             .linears
             .iter()
             .map(|(slot, m, _)| {
                 let st = LinearState {
                     original: m.clone(),
-                    current: CompressedLinear { weight: m.clone(), quant: None },
+                    current: CompressedLinear {
+                        weight: m.clone(),
+                        quant: None,
+                    },
                     methods: Vec::new(),
                     warnings: Vec::new(),
                 };
@@ -105,8 +122,12 @@ pub fn compress(
             .collect();
         let mut kept_inputs: BTreeMap<TapPoint, Matrix> = BTreeMap::new();
         for (si, step) in plan.steps.iter().enumerate() {
-            let ids: Vec<&crate::arch::LinearSlot> =
-                weights.linears.iter().map(|(s, _, _)| s).filter(|s| targeted[si].contains(s.id.as_str())).collect();
+            let ids: Vec<&crate::arch::LinearSlot> = weights
+                .linears
+                .iter()
+                .map(|(s, _, _)| s)
+                .filter(|s| targeted[si].contains(s.id.as_str()))
+                .collect();
             if ids.is_empty() {
                 continue;
             }
@@ -117,19 +138,27 @@ pub fn compress(
             if needs.any() || want_inputs {
                 let mut points: BTreeMap<TapPoint, (usize, Needs)> = BTreeMap::new();
                 for s in &ids {
-                    let e = points.entry(tap_point(&s.id)).or_insert((s.cols, Needs::NONE));
+                    let e = points
+                        .entry(tap_point(&s.id))
+                        .or_insert((s.cols, Needs::NONE));
                     e.1 = e.1.union(needs);
                 }
                 if want_inputs {
                     for (s, _, _) in &weights.linears {
-                        points.entry(tap_point(&s.id)).or_insert((s.cols, Needs::NONE));
+                        points
+                            .entry(tap_point(&s.id))
+                            .or_insert((s.cols, Needs::NONE));
                     }
                 }
                 let current = current_weights(&weights, &states);
                 let block = runner.arch.build_block(&current, &runner.device)?;
                 let keep = if want_inputs { ERROR_TOKENS } else { 0 };
                 let mut tap = StatsTap::new(points, keep);
-                let run_batches = if needs.any() { hidden.len() } else { batches_for_tokens(&batches, keep) };
+                let run_batches = if needs.any() {
+                    hidden.len()
+                } else {
+                    batches_for_tokens(&batches, keep)
+                };
                 for h in hidden.iter().take(run_batches) {
                     tap.batch_seqs = h.dims()[0];
                     block.forward(h.clone(), &rope, &mut tap)?;
@@ -141,22 +170,37 @@ pub fn compress(
                 }
             }
             for slot in ids {
-                let st = states.get_mut(&slot.id).ok_or_else(|| PareError::Usage(format!("no state for {}", slot.id)))?;
+                let st = states
+                    .get_mut(&slot.id)
+                    .ok_or_else(|| PareError::Usage(format!("no state for {}", slot.id)))?;
                 let point_stats = stats.get(&tap_point(&slot.id));
-                let (cl, warnings) = step.method.apply(&slot.id, &st.current.weight, point_stats, sdt)?;
+                let (cl, warnings) =
+                    step.method
+                        .apply(&slot.id, &st.current.weight, point_stats, sdt)?;
                 for w in &warnings {
                     progress.warn(&format!("{}: {w}", slot.id));
                 }
                 // A later pruning step invalidates an earlier quantisation's integers.
-                let quant = cl.quant.or_else(|| if cl.weight == st.current.weight { st.current.quant.take() } else { None });
-                st.current = CompressedLinear { weight: cl.weight, quant };
+                let quant = cl.quant.or_else(|| {
+                    if cl.weight == st.current.weight {
+                        st.current.quant.take()
+                    } else {
+                        None
+                    }
+                });
+                st.current = CompressedLinear {
+                    weight: cl.weight,
+                    quant,
+                };
                 st.methods.push(step.name.clone());
                 st.warnings.extend(warnings);
             }
         }
         // Report rows and the error measurement against the original weights.
         for (slot, _, _) in &weights.linears {
-            let Some(st) = states.get(&slot.id) else { continue };
+            let Some(st) = states.get(&slot.id) else {
+                continue;
+            };
             if st.methods.is_empty() {
                 continue;
             }
@@ -188,27 +232,45 @@ pub fn compress(
         drop(block);
         // Write this block's linears and biases.
         for (slot, _, bias) in &weights.linears {
-            let st = states.get(&slot.id).ok_or_else(|| PareError::Usage(format!("no state for {}", slot.id)))?;
-            for (name, t) in export_state.encode(&slot.key, &slot.id, &st.current, !st.methods.is_empty())? {
+            let st = states
+                .get(&slot.id)
+                .ok_or_else(|| PareError::Usage(format!("no state for {}", slot.id)))?;
+            for (name, t) in
+                export_state.encode(&slot.key, &slot.id, &st.current, !st.methods.is_empty())?
+            {
                 writer.add(name, t)?;
             }
             let _ = bias; // biases are pass-through tensors, written below with the rest
         }
-        report.blocks.push(BlockTiming { block: b, seconds: t_block.elapsed().as_secs_f64() });
+        report.blocks.push(BlockTiming {
+            block: b,
+            seconds: t_block.elapsed().as_secs_f64(),
+        });
         progress.step();
     }
     progress.finish();
     // Everything that is not a block linear: copied byte for byte.
     for name in runner.arch.passthrough_tensors(&runner.store) {
         let (dt, shape, bytes) = runner.store.read_raw(&name)?;
-        writer.add(name, OutTensor { dtype: dt, shape, bytes: bytes.to_vec() })?;
+        writer.add(
+            name,
+            OutTensor {
+                dtype: dt,
+                shape,
+                bytes: bytes.to_vec(),
+            },
+        )?;
     }
     let config = export_state.config_json(&cfg.raw, plan, &calib)?;
-    let tokenizer_files: Vec<PathBuf> =
-        ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
-            .iter()
-            .map(|f| runner.dir.join(f))
-            .collect();
+    let tokenizer_files: Vec<PathBuf> = [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ]
+    .iter()
+    .map(|f| runner.dir.join(f))
+    .collect();
     let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
     metadata.insert("pare_version".to_string(), crate::VERSION.to_string());
@@ -228,7 +290,11 @@ pub fn compress(
     let (before, after) = export_state.linear_bytes();
     report.totals.bytes_linear_before = before;
     report.totals.bytes_linear_after = after;
-    Ok(CompressOutcome { out: out_dir, report, forward_seconds })
+    Ok(CompressOutcome {
+        out: out_dir,
+        report,
+        forward_seconds,
+    })
 }
 
 fn current_weights(w: &BlockWeights, states: &BTreeMap<String, LinearState>) -> BlockWeights {
