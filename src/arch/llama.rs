@@ -257,45 +257,41 @@ impl Architecture {
     /// Builds the burn block from host weights.
     pub fn build_block(&self, w: &BlockWeights, device: &Device) -> Result<DecoderBlock> {
         let c = &self.cfg;
-        let find = |suffix: &str| -> Result<Linear> {
+        let get = |suffix: &str| -> Result<(&Matrix, Option<&Vec<f32>>)> {
             let id = format!("blocks.{}.{suffix}", w.block);
             w.linears
                 .iter()
                 .find(|(s, _, _)| s.id == id)
-                .map(|(_, m, b)| Linear::new(m, b.clone(), device))
-                .ok_or_else(|| {
-                    PareError::Usage(format!("block {}: linear `{id}` missing", w.block))
-                })
+                .map(|(_, m, b)| (m, b.as_ref()))
+                .ok_or_else(|| PareError::Usage(format!("block {}: linear `{id}` missing", w.block)))
+        };
+        let one = |suffix: &str| -> Result<Linear> {
+            let (m, b) = get(suffix)?;
+            Ok(Linear::new(m, b.cloned(), device))
+        };
+        let mlp = |prefix: &str| -> Result<Mlp> {
+            let gate = get(&format!("{prefix}.gate"))?;
+            Ok(Mlp {
+                gate_up: Linear::fused(&[gate, get(&format!("{prefix}.up"))?], device),
+                ffn: gate.0.rows,
+                down: one(&format!("{prefix}.down"))?,
+            })
         };
         let attn = Attention {
-            q: find("attn.q")?,
-            k: find("attn.k")?,
-            v: find("attn.v")?,
-            o: find("attn.o")?,
+            qkv: Linear::fused(&[get("attn.q")?, get("attn.k")?, get("attn.v")?], device),
+            o: one("attn.o")?,
             n_heads: c.num_heads,
             n_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
         };
         let ffn = match c.kind {
-            ArchKind::Llama => Ffn::Dense(Mlp {
-                gate: find("mlp.gate")?,
-                up: find("mlp.up")?,
-                down: find("mlp.down")?,
-            }),
+            ArchKind::Llama => Ffn::Dense(mlp("mlp")?),
             ArchKind::Mixtral => {
                 let mut experts = Vec::with_capacity(c.num_experts);
                 for e in 0..c.num_experts {
-                    experts.push(Mlp {
-                        gate: find(&format!("moe.experts.{e}.gate"))?,
-                        up: find(&format!("moe.experts.{e}.up"))?,
-                        down: find(&format!("moe.experts.{e}.down"))?,
-                    });
+                    experts.push(mlp(&format!("moe.experts.{e}"))?);
                 }
-                Ffn::Moe(Moe {
-                    router: find("moe.router")?,
-                    experts,
-                    top_k: c.experts_per_token,
-                })
+                Ffn::Moe(Moe { router: one("moe.router")?, experts, top_k: c.experts_per_token })
             }
         };
         Ok(DecoderBlock {

@@ -4,28 +4,27 @@
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::{Linear, RmsNorm, Rope, Tap, TapPoint, to_host};
 use crate::error::Result;
 
-/// Grouped-query self-attention.
+/// Grouped-query self-attention. q, k and v run as one fused GEMM (`qkv`, outputs in q|k|v order).
 #[derive(Clone)]
 pub struct Attention {
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
+    pub qkv: Linear,
     pub o: Linear,
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
 }
 
-/// SiLU-gated MLP: `down(silu(gate(x)) * up(x))`.
+/// SiLU-gated MLP: `down(silu(gate(x)) * up(x))`; gate and up run as one fused GEMM
+/// (`gate_up`, outputs in gate|up order).
 #[derive(Clone)]
 pub struct Mlp {
-    pub gate: Linear,
-    pub up: Linear,
+    pub gate_up: Linear,
+    pub ffn: usize,
     pub down: Linear,
 }
 
@@ -61,6 +60,41 @@ fn observe(tap: &mut dyn Tap, p: TapPoint, x: &Tensor<2>) -> Result<()> {
     }
 }
 
+/// Query rows per chunk of the causal attention below.
+const ATTN_CHUNK: usize = 128;
+
+/// Causal scaled-dot-product attention, `[b, h, s, d]` each → `[b, h, s, d]`.
+///
+/// Short sequences use burn's fused kernel. Longer ones are cut into chunks of query rows, and
+/// each chunk attends only to the keys up to its last row: the upper triangle of the score
+/// matrix (about half the work) is never computed, which burn's kernel does not skip.
+pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let [b, h, s, d] = q.dims();
+    if s <= ATTN_CHUNK {
+        let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+        return attention(q, k, v, None, None, opts);
+    }
+    let device = q.device();
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut outs = Vec::with_capacity(s.div_ceil(ATTN_CHUNK));
+    for c0 in (0..s).step_by(ATTN_CHUNK) {
+        let c1 = (c0 + ATTN_CHUNK).min(s);
+        let rows = c1 - c0;
+        let qc = q.clone().slice([0..b, 0..h, c0..c1, 0..d]);
+        let kc = k.clone().slice([0..b, 0..h, 0..c1, 0..d]);
+        let vc = v.clone().slice([0..b, 0..h, 0..c1, 0..d]);
+        let scores = qc.matmul(kc.swap_dims(2, 3)).mul_scalar(scale);
+        // Key j is hidden from query row c0+i when j > c0+i (only inside the diagonal block).
+        let mask: Vec<bool> = (0..rows).flat_map(|i| (0..c1).map(move |j| j > c0 + i)).collect();
+        let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [rows, c1]), &device)
+            .reshape([1, 1, rows, c1])
+            .expand([b, h, rows, c1]);
+        let p = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
+        outs.push(p.matmul(vc));
+    }
+    Tensor::cat(outs, 2)
+}
+
 impl Attention {
     /// `x`: normed hidden `[b*s, hidden]` → `[b*s, hidden]`.
     fn forward(
@@ -73,17 +107,14 @@ impl Attention {
     ) -> Result<Tensor<2>> {
         observe(tap, TapPoint::AttnIn, &x)?;
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self
-            .q
-            .forward(x.clone())
-            .reshape([b, s, nh, hd])
-            .swap_dims(1, 2);
-        let k = self
-            .k
-            .forward(x.clone())
-            .reshape([b, s, nkv, hd])
-            .swap_dims(1, 2);
-        let v = self.v.forward(x).reshape([b, s, nkv, hd]).swap_dims(1, 2);
+        let qkv = self.qkv.forward(x);
+        let (qo, kvo, t) = (nh * hd, nkv * hd, b * s);
+        let split = |t0: usize, t1: usize, heads: usize| -> Tensor<4> {
+            qkv.clone().slice([0..t, t0..t1]).reshape([b, s, heads, hd]).swap_dims(1, 2)
+        };
+        let q = split(0, qo, nh);
+        let k = split(qo, qo + kvo, nkv);
+        let v = split(qo + kvo, qo + 2 * kvo, nkv);
         let q = rope.apply(q);
         let k = rope.apply(k);
         let (k, v) = if nkv < nh {
@@ -97,12 +128,7 @@ impl Attention {
         } else {
             (k, v)
         };
-        let opts = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: true,
-        };
-        let a = attention(q, k, v, None, None, opts);
+        let a = causal_attention(q, k, v);
         let a = a.swap_dims(1, 2).reshape([b * s, nh * hd]);
         observe(tap, TapPoint::AttnOutIn, &a)?;
         Ok(self.o.forward(a))
@@ -118,7 +144,10 @@ impl Mlp {
         down_at: TapPoint,
     ) -> Result<Tensor<2>> {
         observe(tap, at, &x)?;
-        let a = silu(self.gate.forward(x.clone())) * self.up.forward(x);
+        let gu = self.gate_up.forward(x);
+        let t = gu.dims()[0];
+        let f = self.ffn;
+        let a = silu(gu.clone().slice([0..t, 0..f])) * gu.slice([0..t, f..2 * f]);
         observe(tap, down_at, &a)?;
         Ok(self.down.forward(a))
     }

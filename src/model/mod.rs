@@ -65,6 +65,29 @@ impl Linear {
         Self { weight_t, bias }
     }
 
+    /// Several linears reading the same input as one (outputs concatenated in order).
+    pub fn fused(parts: &[(&Matrix, Option<&Vec<f32>>)], device: &Device) -> Self {
+        let cols = parts.first().map(|p| p.0.cols).unwrap_or(0);
+        let rows: usize = parts.iter().map(|p| p.0.rows).sum();
+        let mut data = Vec::with_capacity(rows * cols);
+        for (m, _) in parts {
+            data.extend_from_slice(&m.data);
+        }
+        let bias = if parts.iter().any(|p| p.1.is_some()) {
+            let mut b = Vec::with_capacity(rows);
+            for (m, bias) in parts {
+                match bias {
+                    Some(v) => b.extend_from_slice(v),
+                    None => b.extend(std::iter::repeat_n(0.0, m.rows)),
+                }
+            }
+            Some(b)
+        } else {
+            None
+        };
+        Self::new(&Matrix::from_vec(rows, cols, data), bias, device)
+    }
+
     /// `x`: `[tokens, in]` → `[tokens, out]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let y = x.matmul(self.weight_t.clone());
