@@ -108,6 +108,17 @@ impl StatsAccumulator {
         }
     }
 
+    /// Adds one batch whose per-column sums of squares `col_sq` (length `d_in`) were already
+    /// reduced elsewhere (e.g. on the device). Only valid when the Hessian is not gathered.
+    pub fn observe_sq(&mut self, col_sq: &[f32], tokens: usize, n_seqs: usize) {
+        debug_assert!(self.xtx.is_none(), "observe_sq cannot feed a Hessian");
+        self.n_seqs += n_seqs;
+        self.n_tokens += tokens;
+        for (acc, s) in self.sq.iter_mut().zip(col_sq) {
+            *acc += *s as f64;
+        }
+    }
+
     /// Normalises by the number of sequences (`s = Σx²/n`, `H = 2Σxxᵀ/n`) and returns the
     /// statistics. With no sequence observed the statistics are all zero.
     pub fn finish(self) -> InputStats {
@@ -157,6 +168,13 @@ pub const CHOLESKY_RETRIES: usize = 3;
 /// by 10 up to [`CHOLESKY_RETRIES`] times, each retry recorded in `warnings`. After all retries
 /// the error names layer `id`. The factorisation runs in f64; `U` is returned in f32.
 pub fn inverse_factor(id: &str, h: &Matrix, dampening: f32) -> Result<InverseFactor> {
+    let start = std::time::Instant::now();
+    let result = inverse_factor_timed(id, h, dampening);
+    crate::compress::timing::add_cholesky(start);
+    result
+}
+
+fn inverse_factor_timed(id: &str, h: &Matrix, dampening: f32) -> Result<InverseFactor> {
     let d = h.cols;
     if h.rows != d {
         return Err(PareError::Numerical(format!(

@@ -97,59 +97,52 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 
 impl Attention {
     /// `x`: normed hidden `[b*s, hidden]` → `[b*s, hidden]`.
-    fn forward(
-        &self,
-        x: Tensor<2>,
-        b: usize,
-        s: usize,
-        rope: &Rope,
-        tap: &mut dyn Tap,
-    ) -> Result<Tensor<2>> {
+    fn forward(&self, x: Tensor<2>, b: usize, s: usize, rope: &Rope, tap: &mut dyn Tap) -> Result<Tensor<2>> {
         observe(tap, TapPoint::AttnIn, &x)?;
+        let a = self.attend(x, b, s, rope);
+        observe(tap, TapPoint::AttnOutIn, &a)?;
+        Ok(self.o.forward(a))
+    }
+
+    /// Everything before the output projection: `x` `[b*s, hidden]` → the o-projection's input
+    /// `[b*s, heads*head_dim]`.
+    pub fn attend(&self, x: Tensor<2>, b: usize, s: usize, rope: &Rope) -> Tensor<2> {
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let qkv = self.qkv.forward(x);
         let (qo, kvo, t) = (nh * hd, nkv * hd, b * s);
         let split = |t0: usize, t1: usize, heads: usize| -> Tensor<4> {
             qkv.clone().slice([0..t, t0..t1]).reshape([b, s, heads, hd]).swap_dims(1, 2)
         };
-        let q = split(0, qo, nh);
-        let k = split(qo, qo + kvo, nkv);
+        let q = rope.apply(split(0, qo, nh));
+        let k = rope.apply(split(qo, qo + kvo, nkv));
         let v = split(qo + kvo, qo + 2 * kvo, nkv);
-        let q = rope.apply(q);
-        let k = rope.apply(k);
         let (k, v) = if nkv < nh {
             let rep = nh / nkv;
             let expand = |t: Tensor<4>| -> Tensor<4> {
-                t.reshape([b, nkv, 1, s, hd])
-                    .expand([b, nkv, rep, s, hd])
-                    .reshape([b, nh, s, hd])
+                t.reshape([b, nkv, 1, s, hd]).expand([b, nkv, rep, s, hd]).reshape([b, nh, s, hd])
             };
             (expand(k), expand(v))
         } else {
             (k, v)
         };
-        let a = causal_attention(q, k, v);
-        let a = a.swap_dims(1, 2).reshape([b * s, nh * hd]);
-        observe(tap, TapPoint::AttnOutIn, &a)?;
-        Ok(self.o.forward(a))
+        causal_attention(q, k, v).swap_dims(1, 2).reshape([b * s, nh * hd])
     }
 }
 
 impl Mlp {
-    fn forward(
-        &self,
-        x: Tensor<2>,
-        tap: &mut dyn Tap,
-        at: TapPoint,
-        down_at: TapPoint,
-    ) -> Result<Tensor<2>> {
+    fn forward(&self, x: Tensor<2>, tap: &mut dyn Tap, at: TapPoint, down_at: TapPoint) -> Result<Tensor<2>> {
         observe(tap, at, &x)?;
+        let a = self.activation(x);
+        observe(tap, down_at, &a)?;
+        Ok(self.down.forward(a))
+    }
+
+    /// `silu(gate(x)) * up(x)`: the down projection's input, `[tokens, ffn]`.
+    pub fn activation(&self, x: Tensor<2>) -> Tensor<2> {
         let gu = self.gate_up.forward(x);
         let t = gu.dims()[0];
         let f = self.ffn;
-        let a = silu(gu.clone().slice([0..t, 0..f])) * gu.slice([0..t, f..2 * f]);
-        observe(tap, down_at, &a)?;
-        Ok(self.down.forward(a))
+        silu(gu.clone().slice([0..t, 0..f])) * gu.slice([0..t, f..2 * f])
     }
 }
 

@@ -11,7 +11,7 @@ use crate::arch::Architecture;
 use crate::checkpoint::{QuantizationConfig, TensorStore};
 use crate::config::HfConfig;
 use crate::error::{PareError, Result};
-use crate::model::{DecoderBlock, Ends, NoTap, Rope};
+use crate::model::{DecoderBlock, Ends, NoTap, Rope, to_host};
 use crate::tokenizer::TextTokenizer;
 
 /// An opened model directory.
@@ -112,6 +112,24 @@ impl ModelRunner {
         }
         progress.finish();
         Ok(hidden)
+    }
+
+    /// Raw logits `[seq, vocab]` (row-major, host) of one sequence, with every block resident.
+    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let max = self.cfg().max_position_embeddings;
+        if ids.is_empty() || ids.len() > max {
+            return Err(PareError::Usage(format!(
+                "logits: sequence of {} tokens; expected 1 to {max} (max_position_embeddings)",
+                ids.len()
+            )));
+        }
+        self.make_resident()?;
+        let rope = Rope::new(self.cfg(), ids.len(), &self.device);
+        let mut h = self.ends.embed(&[ids.to_vec()])?;
+        for block in self.resident_blocks()? {
+            h = block.forward(h, &rope, &mut NoTap)?;
+        }
+        to_host(self.ends.logits(h))
     }
 
     /// The resident blocks (after `make_resident`).

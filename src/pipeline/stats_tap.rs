@@ -63,14 +63,26 @@ impl Tap for StatsTap {
 
     fn observe(&mut self, point: TapPoint, x: &Tensor<2>) -> Result<()> {
         let [tokens, d] = x.dims();
-        let host = to_host(x.clone())?;
-        if let Some(acc) = self.acc.get_mut(&point) {
-            acc.observe(&host, tokens, self.batch_seqs);
-        }
         let kept = self.kept.entry(point).or_default();
-        let room = (self.keep_tokens * d).saturating_sub(kept.len());
-        if room > 0 {
-            kept.extend_from_slice(&host[..room.min(host.len())]);
+        let want_rows = (self.keep_tokens * d).saturating_sub(kept.len()) / d.max(1);
+        match self.acc.get_mut(&point) {
+            // The Hessian is built on the host (faer): copy the whole input once.
+            Some(acc) if acc.needs().hessian => {
+                let host = to_host(x.clone())?;
+                acc.observe(&host, tokens, self.batch_seqs);
+                kept.extend_from_slice(&host[..want_rows.min(tokens) * d]);
+                return Ok(());
+            }
+            // Σx² only: reduce on the device, copy d floats.
+            Some(acc) => {
+                let sq = to_host(x.clone().square().sum_dim(0))?;
+                acc.observe_sq(&sq, tokens, self.batch_seqs);
+            }
+            None => {}
+        }
+        let rows = want_rows.min(tokens);
+        if rows > 0 {
+            kept.extend(to_host(x.clone().slice([0..rows, 0..d]))?);
         }
         Ok(())
     }

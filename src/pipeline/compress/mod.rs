@@ -12,18 +12,20 @@ use burn::tensor::Tensor;
 
 use super::progress::Progress;
 use super::runner::ModelRunner;
-use super::stats_tap::{StatsTap, relative_error};
-use crate::arch::{BlockWeights, tap_point};
+use super::stats_tap::relative_error;
+use crate::arch::tap_point;
+use crate::config::ArchKind;
 use crate::calib::CalibrationSet;
 use crate::checkpoint::{CheckpointWriter, OutTensor};
-use crate::compress::{CompressedLinear, Needs};
 use crate::error::{PareError, Result};
-use crate::matrix::Matrix;
-use crate::model::{NoTap, Rope, TapPoint};
+use crate::model::Rope;
 use crate::recipe::{CalibSource, Plan, Propagate};
 use crate::report::{BlockTiming, CalibrationInfo, LinearReport, Report};
 
+mod block;
 mod export;
+
+use block::BlockJob;
 
 pub use export::scale_dtype_for;
 
@@ -58,14 +60,6 @@ pub fn load_calibration(runner: &ModelRunner, plan: &Plan) -> Result<Calibration
     }
 }
 
-/// Per linear: which methods touched it and the last quantised form.
-struct LinearState {
-    original: Matrix,
-    current: CompressedLinear,
-    methods: Vec<String>,
-    warnings: Vec<String>,
-}
-
 /// Compresses `runner`'s model with `plan`, writing into `out`.
 pub fn compress(
     runner: &ModelRunner,
@@ -89,11 +83,8 @@ pub fn compress(
         .iter()
         .map(|c| runner.ends.embed(c))
         .collect::<Result<_>>()?;
-    let targeted: Vec<BTreeSet<&str>> = plan
-        .steps
-        .iter()
-        .map(|s| s.targets.iter().map(String::as_str).collect())
-        .collect();
+    let targeted: Vec<BTreeSet<String>> =
+        plan.steps.iter().map(|s| s.targets.iter().cloned().collect()).collect();
     let mut report = Report::default();
     let mut forward_seconds = 0.0;
     let mut export_state = export::ExportState::new(plan, dtype);
@@ -104,98 +95,16 @@ pub fn compress(
         let weights = runner
             .arch
             .read_block(&runner.store, b, runner.qcfg.as_ref())?;
-        let mut states: BTreeMap<String, LinearState> = weights
-            .linears
-            .iter()
-            .map(|(slot, m, _)| {
-                let st = LinearState {
-                    original: m.clone(),
-                    current: CompressedLinear {
-                        weight: m.clone(),
-                        quant: None,
-                    },
-                    methods: Vec::new(),
-                    warnings: Vec::new(),
-                };
-                (slot.id.clone(), st)
-            })
-            .collect();
-        let mut kept_inputs: BTreeMap<TapPoint, Matrix> = BTreeMap::new();
-        for (si, step) in plan.steps.iter().enumerate() {
-            let ids: Vec<&crate::arch::LinearSlot> = weights
-                .linears
-                .iter()
-                .map(|(s, _, _)| s)
-                .filter(|s| targeted[si].contains(s.id.as_str()))
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            let needs = step.method.needs();
-            // Pass 1: statistics (and inputs for the error measurement, on the first step).
-            let mut stats = BTreeMap::new();
-            let want_inputs = kept_inputs.is_empty();
-            if needs.any() || want_inputs {
-                let mut points: BTreeMap<TapPoint, (usize, Needs)> = BTreeMap::new();
-                for s in &ids {
-                    let e = points
-                        .entry(tap_point(&s.id))
-                        .or_insert((s.cols, Needs::NONE));
-                    e.1 = e.1.union(needs);
-                }
-                if want_inputs {
-                    for (s, _, _) in &weights.linears {
-                        points
-                            .entry(tap_point(&s.id))
-                            .or_insert((s.cols, Needs::NONE));
-                    }
-                }
-                let current = current_weights(&weights, &states);
-                let block = runner.arch.build_block(&current, &runner.device)?;
-                let keep = if want_inputs { ERROR_TOKENS } else { 0 };
-                let mut tap = StatsTap::new(points, keep);
-                let run_batches = if needs.any() {
-                    hidden.len()
-                } else {
-                    batches_for_tokens(&batches, keep)
-                };
-                for h in hidden.iter().take(run_batches) {
-                    tap.batch_seqs = h.dims()[0];
-                    block.forward(h.clone(), &rope, &mut tap)?;
-                }
-                let (s, kept) = tap.finish();
-                stats = s;
-                if want_inputs {
-                    kept_inputs = kept;
-                }
-            }
-            for slot in ids {
-                let st = states
-                    .get_mut(&slot.id)
-                    .ok_or_else(|| PareError::Usage(format!("no state for {}", slot.id)))?;
-                let point_stats = stats.get(&tap_point(&slot.id));
-                let (cl, warnings) =
-                    step.method
-                        .apply(&slot.id, &st.current.weight, point_stats, sdt)?;
-                for w in &warnings {
-                    progress.warn(&format!("{}: {w}", slot.id));
-                }
-                // A later pruning step invalidates an earlier quantisation's integers.
-                let quant = cl.quant.or_else(|| {
-                    if cl.weight == st.current.weight {
-                        st.current.quant.take()
-                    } else {
-                        None
-                    }
-                });
-                st.current = CompressedLinear {
-                    weight: cl.weight,
-                    quant,
-                };
-                st.methods.push(step.name.clone());
-                st.warnings.extend(warnings);
-            }
+        let mut job = BlockJob::new(weights, &plan.steps, &targeted, sdt);
+        let t_fwd = Instant::now();
+        let staged = cfg.kind == ArchKind::Llama && plan.propagate == Propagate::Compressed && job.needs_data();
+        if staged {
+            job.run_staged(runner, &mut hidden, &rope, progress)?;
+        } else {
+            job.run_two_pass(runner, &mut hidden, &rope, plan.propagate == Propagate::Compressed, progress)?;
         }
+        forward_seconds += t_fwd.elapsed().as_secs_f64();
+        let BlockJob { weights, states, kept_inputs, .. } = job;
         // Report rows and the error measurement against the original weights.
         for (slot, _, _) in &weights.linears {
             let Some(st) = states.get(&slot.id) else {
@@ -218,18 +127,6 @@ pub fn compress(
                 warnings: st.warnings.clone(),
             });
         }
-        // Pass 2: the next block's inputs.
-        let t_fwd = Instant::now();
-        let next = match plan.propagate {
-            Propagate::Compressed => current_weights(&weights, &states),
-            Propagate::Original => weights.clone(),
-        };
-        let block = runner.arch.build_block(&next, &runner.device)?;
-        for h in hidden.iter_mut() {
-            *h = block.forward(h.clone(), &rope, &mut NoTap)?;
-        }
-        forward_seconds += t_fwd.elapsed().as_secs_f64();
-        drop(block);
         // Write this block's linears and biases.
         for (slot, _, bias) in &weights.linears {
             let st = states
@@ -295,26 +192,4 @@ pub fn compress(
         report,
         forward_seconds,
     })
-}
-
-fn current_weights(w: &BlockWeights, states: &BTreeMap<String, LinearState>) -> BlockWeights {
-    let mut out = w.clone();
-    for (slot, m, _) in out.linears.iter_mut() {
-        if let Some(st) = states.get(&slot.id) {
-            *m = st.current.weight.clone();
-        }
-    }
-    out
-}
-
-/// How many batches hold at least `tokens` tokens.
-fn batches_for_tokens(batches: &[&[Vec<u32>]], tokens: usize) -> usize {
-    let mut seen = 0;
-    for (i, b) in batches.iter().enumerate() {
-        seen += b.iter().map(Vec::len).sum::<usize>();
-        if seen >= tokens {
-            return i + 1;
-        }
-    }
-    batches.len()
 }
