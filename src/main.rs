@@ -137,8 +137,22 @@ fn run(cli: Cli) -> Result<()> {
                 println!("\nwrote {}", done.out.display());
             }
         }
-        Command::Compare(_) => {
-            return Err(PareError::Usage("pare compare is not available yet".into()));
+        Command::Compare(a) => {
+            let req = commands::compare::CompareRequest {
+                model: a.model,
+                recipes: a.recipes,
+                out: a.out,
+                text: a.text,
+                tasks: a.tasks,
+                force: a.force,
+            };
+            let cmp = commands::compare::run(&req, &device()?, &progress)?;
+            if cli.json {
+                print_json(&cmp)?
+            } else {
+                print!("{}", cmp.to_markdown());
+                println!("\nwrote {}", req.out.join("comparison.html").display());
+            }
         }
         Command::Bench { which } => match which {
             BenchCommand::Forward {

@@ -302,26 +302,23 @@ impl Architecture {
         })
     }
 
-    /// Embedding, final norm and head.
+    /// Embedding, final norm and head. The head is built first and each host copy is handed
+    /// over by value, so at most one extra `[vocab, hidden]` copy exists at a time.
     pub fn load_ends(&self, store: &TensorStore, device: &Device) -> Result<Ends> {
         let c = &self.cfg;
-        let embed = self.read_matrix(store, self.embed_name(), c.vocab_size, c.hidden_size)?;
-        let head = if c.tie_word_embeddings {
-            embed.clone()
-        } else {
-            if store.info("lm_head.weight").is_none() {
-                return Err(PareError::input(
-                    store.dir(),
-                    "tensor `lm_head.weight` missing and config.json says tie_word_embeddings: false",
-                ));
-            }
-            self.read_matrix(store, "lm_head.weight", c.vocab_size, c.hidden_size)?
-        };
         let norm = RmsNorm::new(
             self.read_vector(store, "model.norm.weight", c.hidden_size)?,
             c.rms_norm_eps,
             device,
         );
-        Ok(Ends::new(&embed, norm, &head, device))
+        if !c.tie_word_embeddings && store.info("lm_head.weight").is_none() {
+            return Err(PareError::input(
+                store.dir(),
+                "tensor `lm_head.weight` missing and config.json says tie_word_embeddings: false",
+            ));
+        }
+        let head = Linear::new(&self.read_matrix(store, self.head_name(), c.vocab_size, c.hidden_size)?, None, device);
+        let embed = self.read_matrix(store, self.embed_name(), c.vocab_size, c.hidden_size)?;
+        Ok(Ends::new(embed, norm, head, device))
     }
 }

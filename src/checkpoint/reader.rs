@@ -114,8 +114,24 @@ fn map_shard(path: &Path) -> Result<(Mmap, ShardIndex)> {
     // file while it is mapped could fault, as with every mmap-based loader.
     let mmap = unsafe { Mmap::map(&file) }
         .map_err(|e| PareError::input(path, format!("cannot map: {e}")))?;
-    let (n, meta) = SafeTensors::read_metadata(&mmap[..])
-        .map_err(|e| PareError::input(path, format!("invalid safetensors header: {e:?}")))?;
+    let (n, meta) = SafeTensors::read_metadata(&mmap[..]).map_err(|e| {
+        let mut field = [0u8; 8];
+        field.copy_from_slice(&mmap[..8]);
+        let claimed = u64::from_le_bytes(field);
+        let msg = match e {
+            safetensors::SafeTensorError::InvalidHeaderLength
+            | safetensors::SafeTensorError::HeaderTooLarge => format!(
+                "invalid safetensors header: its length field claims {claimed} header bytes, \
+                 but the file holds {len} bytes"
+            ),
+            safetensors::SafeTensorError::MetadataIncompleteBuffer => format!(
+                "invalid safetensors header: its tensor data does not end at the end of the \
+                 file ({len} bytes); the file is truncated or padded"
+            ),
+            e => format!("invalid safetensors header: {e}"),
+        };
+        PareError::input(path, msg)
+    })?;
     let data_start = 8 + n;
     let mut out = BTreeMap::new();
     for (name, info) in meta.tensors() {
@@ -298,6 +314,24 @@ impl TensorStore {
         ))
     }
 
+    /// Drops the mapped pages of `name` from the process's resident set once its bytes were
+    /// copied out, so streaming holds one block, not every block read so far. The pages stay in
+    /// the page cache and fault back in from the file on the next read.
+    fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let Some(e) = self.tensors.get(name) {
+            // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED discards no data:
+            // a later access re-reads the same bytes from the file. Best effort; errors ignored.
+            let _ = unsafe {
+                self.shards[e.shard].mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    e.start,
+                    e.end - e.start,
+                )
+            };
+        }
+    }
+
     /// `name` converted to f32 (from BF16, F16, F32 or F64).
     pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let (dtype, shape, bytes) = self.read_raw(name)?;
@@ -309,6 +343,7 @@ impl TensorStore {
                 ),
             )
         })?;
+        self.release(name);
         Ok((shape, data))
     }
 
@@ -321,6 +356,7 @@ impl TensorStore {
                 format!("tensor `{name}` has dtype {dtype:?}; expected an integer"),
             )
         })?;
+        self.release(name);
         Ok((shape, data))
     }
 

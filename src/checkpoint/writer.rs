@@ -3,12 +3,23 @@
 //! into a temporary sibling folder that is renamed into place only when complete.
 //!
 //! Output is deterministic: tensors inside a shard are ordered by (element size descending, name)
-//! as safetensors does, JSON keys are sorted, and nothing depends on time. Tensors are buffered
-//! until their shard is full, so peak memory is one shard.
+//! as safetensors does, JSON keys are sorted, and nothing depends on time.
+//!
+//! Writing streams: [`CheckpointWriter::add`] appends the tensor's bytes to the open shard's
+//! temporary data file (`shard-NNNNN.data`) at once and keeps only its header entry. When the
+//! shard is full it is assembled as header + data copied in order, in 1 MiB chunks, into
+//! `shard-NNNNN.partial` (with spare header room, so `finish` can stamp the metadata in place), and
+//! the data file is removed. Memory use is therefore one tensor plus a copy buffer, whatever the
+//! shard size; disk use is at most the output plus one shard.
+//!
+//! Test hook: when the environment variable `PARE_FAULT_WRITE_LIMIT` holds a byte count, the
+//! writer fails with an [`PareError::Io`] error ("No space left on device (injected)") naming the
+//! file being written as soon as it has written that many bytes in all (tensor data, shards,
+//! index, config and copied files). It simulates a full disk; leave it unset in normal use.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use safetensors::Dtype;
@@ -23,6 +34,70 @@ pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
 /// Spare header bytes left in each shard so the metadata given to `finish` can be written in place.
 const HEADER_RESERVE: usize = 4096;
 
+/// Environment variable of the full-disk test hook (see the module docs).
+pub const FAULT_WRITE_LIMIT_ENV: &str = "PARE_FAULT_WRITE_LIMIT";
+
+/// Chunk size of the copy from a shard's data file into the shard.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Bytes written so far, against the optional injected limit.
+#[derive(Debug, Default)]
+struct Budget {
+    written: u64,
+    limit: Option<u64>,
+}
+
+impl Budget {
+    fn from_env() -> Result<Self> {
+        let limit = match std::env::var(FAULT_WRITE_LIMIT_ENV) {
+            Ok(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+                PareError::Usage(format!(
+                    "{FAULT_WRITE_LIMIT_ENV}={v}: expected a byte count (test hook)"
+                ))
+            })?),
+            Err(_) => None,
+        };
+        Ok(Self { written: 0, limit })
+    }
+}
+
+/// A writer that counts bytes into a [`Budget`] and fails once its injected limit is reached.
+struct Counted<'a, W: Write> {
+    inner: W,
+    budget: &'a mut Budget,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut n = buf.len();
+        if let Some(limit) = self.budget.limit {
+            let left = limit.saturating_sub(self.budget.written);
+            if left == 0 && n > 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "No space left on device (injected)",
+                ));
+            }
+            n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+        }
+        let n = self.inner.write(&buf[..n])?;
+        self.budget.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The shard being filled: its data file and the header entries of the tensors in it.
+#[derive(Debug)]
+struct OpenShard {
+    path: PathBuf,
+    data: BufWriter<File>,
+    slots: Vec<Slot>,
+    bytes: u64,
+}
+
 /// Writes one output checkpoint; see the module docs.
 #[derive(Debug)]
 pub struct CheckpointWriter {
@@ -30,12 +105,12 @@ pub struct CheckpointWriter {
     tmp: PathBuf,
     force: bool,
     max_shard_bytes: u64,
-    pending: Vec<(String, OutTensor)>,
-    pending_bytes: u64,
+    open: Option<OpenShard>,
     /// Written shards: (partial file, header entries in file order).
     shards: Vec<(PathBuf, Vec<Slot>)>,
     names: std::collections::HashSet<String>,
     total_size: u64,
+    budget: Budget,
     finished: bool,
 }
 
@@ -53,9 +128,24 @@ fn set_mode_644(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| io_err("writing", path, e))?;
+fn write_file(path: &Path, bytes: &[u8], budget: &mut Budget) -> Result<()> {
+    let f = File::create(path).map_err(|e| io_err("creating", path, e))?;
+    let mut w = Counted { inner: f, budget };
+    w.write_all(bytes)
+        .and_then(|_| w.flush())
+        .map_err(|e| io_err("writing", path, e))?;
     set_mode_644(path)
+}
+
+/// Copies `src` to `dest` in chunks through the budget.
+fn copy_file(src: &Path, dest: &Path, budget: &mut Budget) -> Result<()> {
+    let mut i = File::open(src).map_err(|e| io_err("copying", src, e))?;
+    let o = File::create(dest).map_err(|e| io_err("creating", dest, e))?;
+    let mut w = Counted { inner: o, budget };
+    std::io::copy(&mut i, &mut w)
+        .and_then(|_| w.flush())
+        .map_err(|e| io_err("writing", dest, e))?;
+    set_mode_644(dest)
 }
 
 /// Canonical form of a path that may not exist yet (its parent must).
@@ -70,15 +160,8 @@ fn canonical_target(path: &Path) -> Option<PathBuf> {
     Some(parent.canonicalize().ok()?.join(path.file_name()?))
 }
 
-/// Header entry of one tensor: name, dtype, shape, byte length.
-type Slot = (String, Dtype, Vec<usize>, usize);
-
-fn slots(tensors: &[(String, OutTensor)]) -> Vec<Slot> {
-    tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.dtype, t.shape.clone(), t.bytes.len()))
-        .collect()
-}
+/// Header entry of one tensor: name, dtype, shape, byte length, offset in the shard's data file.
+type Slot = (String, Dtype, Vec<usize>, usize, u64);
 
 /// The safetensors header (JSON, space-padded to at least `min_len` and so that the data starts
 /// at a multiple of 8) for tensors laid out in the order given.
@@ -97,7 +180,7 @@ fn header(
         items.push(format!("\"__metadata__\":{{{}}}", kv.join(",")));
     }
     let mut off = 0usize;
-    for (name, dtype, shape, len) in tensors {
+    for (name, dtype, shape, len, _) in tensors {
         let dt = serde_json::to_string(dtype).unwrap_or_default();
         let shape: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
         let end = off + len;
@@ -116,28 +199,59 @@ fn header(
 }
 
 /// Orders a shard's tensors like safetensors: larger elements first (keeps alignment), then name.
-fn order(tensors: &mut [(String, OutTensor)]) {
+fn order(tensors: &mut [Slot]) {
     tensors.sort_by(|a, b| {
-        b.1.dtype
-            .bitsize()
-            .cmp(&a.1.dtype.bitsize())
+        b.1.bitsize()
+            .cmp(&a.1.bitsize())
             .then_with(|| a.0.cmp(&b.0))
     });
 }
 
-fn write_shard(path: &Path, tensors: &[(String, OutTensor)], head: &[u8]) -> Result<()> {
+/// Writes the shard `path`: header `head`, then each slot's bytes copied from `data` (the shard's
+/// data file, open for reading) in slot order, in chunks.
+fn write_shard(
+    path: &Path,
+    data: &mut File,
+    slots: &[Slot],
+    head: &[u8],
+    budget: &mut Budget,
+) -> Result<()> {
     let f = File::create(path).map_err(|e| io_err("creating", path, e))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let mut w = Counted {
+        inner: BufWriter::with_capacity(COPY_CHUNK, f),
+        budget,
+    };
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut read_err = None;
     let res = (|| {
         w.write_all(&(head.len() as u64).to_le_bytes())?;
         w.write_all(head)?;
-        for (_, t) in tensors {
-            w.write_all(&t.bytes)?;
+        for (_, _, _, len, off) in slots {
+            if let Err(e) = data.seek(SeekFrom::Start(*off)) {
+                read_err = Some(e);
+                return Ok(());
+            }
+            let mut left = *len;
+            while left > 0 {
+                let n = left.min(buf.len());
+                if let Err(e) = data.read_exact(&mut buf[..n]) {
+                    read_err = Some(e);
+                    return Ok(());
+                }
+                w.write_all(&buf[..n])?;
+                left -= n;
+            }
         }
         w.flush()?;
-        w.get_ref().sync_all()
+        w.inner.get_ref().sync_all()
     })();
     res.map_err(|e| io_err("writing", path, e))?;
+    if let Some(e) = read_err {
+        return Err(PareError::io(
+            format!("reading back the tensor data for {}", path.display()),
+            e,
+        ));
+    }
     set_mode_644(path)
 }
 
@@ -179,17 +293,18 @@ impl CheckpointWriter {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| io_err("removing stale", &tmp, e))?;
         }
+        let budget = Budget::from_env()?;
         std::fs::create_dir(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
         Ok(Self {
             out: out.to_path_buf(),
             tmp,
             force,
             max_shard_bytes: max_shard_bytes.max(1),
-            pending: Vec::new(),
-            pending_bytes: 0,
+            open: None,
             shards: Vec::new(),
             names: Default::default(),
             total_size: 0,
+            budget,
             finished: false,
         })
     }
@@ -199,7 +314,8 @@ impl CheckpointWriter {
         &self.tmp
     }
 
-    /// Adds a tensor. Flushes the current shard first when this tensor would overflow it.
+    /// Adds a tensor: closes the current shard first when this tensor would overflow it, then
+    /// appends the bytes to the open shard's data file (nothing but the header entry is kept).
     pub fn add(&mut self, name: String, t: OutTensor) -> Result<()> {
         let numel: usize = t.shape.iter().product();
         if (numel * t.dtype.bitsize()).div_ceil(8) != t.bytes.len() {
@@ -214,26 +330,80 @@ impl CheckpointWriter {
             return Err(PareError::Usage(format!("tensor `{name}` written twice")));
         }
         let size = t.bytes.len() as u64;
-        if !self.pending.is_empty() && self.pending_bytes + size > self.max_shard_bytes {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| !o.slots.is_empty() && o.bytes + size > self.max_shard_bytes)
+        {
             self.flush()?;
         }
+        let open = match &mut self.open {
+            Some(o) => o,
+            None => {
+                let path = self
+                    .tmp
+                    .join(format!("shard-{:05}.data", self.shards.len() + 1));
+                let f = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
+                self.open.insert(OpenShard {
+                    path,
+                    data: BufWriter::with_capacity(COPY_CHUNK, f),
+                    slots: Vec::new(),
+                    bytes: 0,
+                })
+            }
+        };
+        let mut w = Counted {
+            inner: &mut open.data,
+            budget: &mut self.budget,
+        };
+        w.write_all(&t.bytes)
+            .map_err(|e| io_err("writing", &open.path, e))?;
+        open.slots
+            .push((name, t.dtype, t.shape, t.bytes.len(), open.bytes));
+        open.bytes += size;
         self.total_size += size;
-        self.pending_bytes += size;
-        self.pending.push((name, t));
         Ok(())
     }
 
+    /// Closes the open shard: flushes its data file and assembles it behind its header, either
+    /// as `dest` with `metadata` (the last shard) or as the next `.partial` file with spare
+    /// header room. Returns the header entries in file order, or `None` when no shard was open.
+    fn close_open(
+        &mut self,
+        dest: Option<(&Path, &BTreeMap<String, String>)>,
+    ) -> Result<Option<(PathBuf, Vec<Slot>)>> {
+        let Some(open) = self.open.take() else {
+            return Ok(None);
+        };
+        let OpenShard {
+            path: data_path,
+            data,
+            mut slots,
+            ..
+        } = open;
+        data.into_inner()
+            .map_err(|e| io_err("writing", &data_path, e.into_error()))?;
+        order(&mut slots);
+        let plain = header(&slots, None, 0).len() + HEADER_RESERVE;
+        let (path, head) = match dest {
+            Some((d, meta)) => (d.to_path_buf(), header(&slots, Some(meta), plain)),
+            None => (
+                self.tmp
+                    .join(format!("shard-{:05}.partial", self.shards.len() + 1)),
+                header(&slots, None, plain),
+            ),
+        };
+        let mut data = File::open(&data_path).map_err(|e| io_err("reading back", &data_path, e))?;
+        write_shard(&path, &mut data, &slots, &head, &mut self.budget)?;
+        drop(data);
+        std::fs::remove_file(&data_path).map_err(|e| io_err("removing", &data_path, e))?;
+        Ok(Some((path, slots)))
+    }
+
     fn flush(&mut self) -> Result<()> {
-        let mut tensors = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        order(&mut tensors);
-        let path = self
-            .tmp
-            .join(format!("shard-{:05}.partial", self.shards.len() + 1));
-        let sl = slots(&tensors);
-        let head = header(&sl, None, header(&sl, None, 0).len() + HEADER_RESERVE);
-        write_shard(&path, &tensors, &head)?;
-        self.shards.push((path, sl));
+        if let Some(done) = self.close_open(None)? {
+            self.shards.push(done);
+        }
         Ok(())
     }
 
@@ -244,6 +414,7 @@ impl CheckpointWriter {
         dest: &Path,
         slots: &[Slot],
         metadata: &BTreeMap<String, String>,
+        budget: &mut Budget,
     ) -> Result<()> {
         let mut f = File::options()
             .read(true)
@@ -257,7 +428,12 @@ impl CheckpointWriter {
         let head = header(slots, Some(metadata), old_len);
         if head.len() == old_len {
             f.seek(SeekFrom::Start(8))
-                .and_then(|_| f.write_all(&head))
+                .map_err(|e| io_err("writing", path, e))?;
+            let mut w = Counted {
+                inner: &mut f,
+                budget,
+            };
+            w.write_all(&head)
                 .and_then(|_| f.sync_all())
                 .map_err(|e| io_err("writing", path, e))?;
             drop(f);
@@ -265,11 +441,16 @@ impl CheckpointWriter {
         } else {
             f.seek(SeekFrom::Start(8 + old_len as u64))
                 .map_err(|e| io_err("reading", path, e))?;
-            let mut o = File::create(dest).map_err(|e| io_err("creating", dest, e))?;
-            o.write_all(&(head.len() as u64).to_le_bytes())
-                .and_then(|_| o.write_all(&head))
-                .and_then(|_| std::io::copy(&mut f, &mut o).map(|_| ()))
-                .and_then(|_| o.sync_all())
+            let o = File::create(dest).map_err(|e| io_err("creating", dest, e))?;
+            let mut w = Counted {
+                inner: BufWriter::with_capacity(COPY_CHUNK, o),
+                budget,
+            };
+            w.write_all(&(head.len() as u64).to_le_bytes())
+                .and_then(|_| w.write_all(&head))
+                .and_then(|_| std::io::copy(&mut f, &mut w).map(|_| ()))
+                .and_then(|_| w.flush())
+                .and_then(|_| w.inner.get_ref().sync_all())
                 .map_err(|e| io_err("writing", dest, e))?;
             drop(f);
             std::fs::remove_file(path).map_err(|e| io_err("removing", path, e))?;
@@ -291,9 +472,18 @@ impl CheckpointWriter {
         metadata
             .entry("format".into())
             .or_insert_with(|| "pt".into());
-        let mut last = std::mem::take(&mut self.pending);
-        order(&mut last);
-        let n = self.shards.len() + usize::from(!last.is_empty() || self.shards.is_empty());
+        if self.open.is_none() && self.shards.is_empty() {
+            // No tensor at all: still write one (empty) shard.
+            let path = self.tmp.join("shard-00001.data");
+            let f = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
+            self.open = Some(OpenShard {
+                path,
+                data: BufWriter::new(f),
+                slots: Vec::new(),
+                bytes: 0,
+            });
+        }
+        let n = self.shards.len() + usize::from(self.open.is_some());
         let file_name = |i: usize| {
             if n == 1 {
                 SINGLE_FILE.to_string()
@@ -304,41 +494,41 @@ impl CheckpointWriter {
         let mut weight_map = BTreeMap::new();
         for (i, (partial, sl)) in std::mem::take(&mut self.shards).into_iter().enumerate() {
             let dest = self.tmp.join(file_name(i + 1));
-            Self::restamp(&partial, &dest, &sl, &metadata)?;
+            Self::restamp(&partial, &dest, &sl, &metadata, &mut self.budget)?;
             for (name, ..) in sl {
                 weight_map.insert(name, file_name(i + 1));
             }
         }
-        if !last.is_empty() || n == 1 && weight_map.is_empty() {
-            let dest = self.tmp.join(file_name(n));
-            let sl = slots(&last);
-            let head = header(
-                &sl,
-                Some(&metadata),
-                header(&sl, None, 0).len() + HEADER_RESERVE,
-            );
-            write_shard(&dest, &last, &head)?;
-            for (name, _) in &last {
-                weight_map.insert(name.clone(), file_name(n));
+        let dest = self.tmp.join(file_name(n));
+        if let Some((_, sl)) = self.close_open(Some((&dest, &metadata)))? {
+            for (name, ..) in sl {
+                weight_map.insert(name, file_name(n));
             }
         }
         if n > 1 {
             let index = serde_json::json!({"metadata": {"total_size": self.total_size}, "weight_map": weight_map});
             let text = serde_json::to_string_pretty(&index).unwrap_or_default() + "\n";
-            write_file(&self.tmp.join(INDEX_FILE), text.as_bytes())?;
+            write_file(
+                &self.tmp.join(INDEX_FILE),
+                text.as_bytes(),
+                &mut self.budget,
+            )?;
         }
         let cfg = serde_json::to_string_pretty(config_json).unwrap_or_default() + "\n";
-        write_file(&self.tmp.join("config.json"), cfg.as_bytes())?;
+        write_file(
+            &self.tmp.join("config.json"),
+            cfg.as_bytes(),
+            &mut self.budget,
+        )?;
         for src in copy_files.iter().filter(|p| p.is_file()) {
             let Some(fname) = src.file_name() else {
                 continue;
             };
             let dest = self.tmp.join(fname);
-            std::fs::copy(src, &dest).map_err(|e| io_err("copying", src, e))?;
-            set_mode_644(&dest)?;
+            copy_file(src, &dest, &mut self.budget)?;
         }
         for (name, bytes) in extra_files {
-            write_file(&self.tmp.join(name), bytes)?;
+            write_file(&self.tmp.join(name), bytes, &mut self.budget)?;
         }
         let old = if self.out.exists() {
             if !self.force {

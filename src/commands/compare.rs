@@ -1,1 +1,327 @@
-//! `pare compare` (placeholder until the comparison report lands).
+//! `pare compare`: several recipes on one model, on the same calibration and the same evaluation,
+//! each written to OUT/<recipe stem>/, gathered into OUT/comparison.{json,md,html}.
+//!
+//! Shared settings, so that the runs differ only in their steps, propagation and export:
+//! - **Calibration**: the first recipe's `calibration` block is used for every recipe (the
+//!   others' calibration blocks are ignored).
+//! - **Evaluation**: the first recipe's `eval` block is used for every recipe; `--text` replaces
+//!   its text (with no eval block, the window is min(max_position_embeddings, 512) and every
+//!   window is scored). KL-divergence against the input model is always on. `--tasks` are added
+//!   to the eval block's tasks and run on every compressed model.
+//!
+//! The recipe written next to each output (`recipe.yaml`) is the applied one: its calibration and
+//! eval blocks are the shared ones, with absolute paths. A recipe whose OUT/<stem>/report.json
+//! already exists is not run again (its report is read back) unless `force` is set. The input
+//! model is added as the `dense` reference row (perplexity of the base, size ratio 1); when tasks
+//! are given it is scored on them too (agreement tasks excepted) and that report is kept in
+//! OUT/dense/.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use super::compress::{plan_for, run_with};
+use super::eval::{default_seq_len, evaluate_into};
+use crate::error::{PareError, Result};
+use crate::eval::tasks::{TaskItems, load_task};
+use crate::eval::text::text_windows;
+use crate::pipeline::{ModelRunner, Progress};
+use crate::recipe::plan::{CalibSource, CalibrationPlan, EvalPlan};
+use crate::recipe::{CalibrationSpec, EvalSpec, Plan, to_yaml};
+use crate::report::{Comparison, ComparisonRow, Report, write_comparison, write_report};
+
+/// Name of the reference row and of its folder under OUT.
+pub const DENSE: &str = "dense";
+
+/// What to compare.
+#[derive(Clone, Debug, Default)]
+pub struct CompareRequest {
+    pub model: PathBuf,
+    pub recipes: Vec<PathBuf>,
+    pub out: PathBuf,
+    /// Evaluation text replacing the first recipe's eval text.
+    pub text: Option<PathBuf>,
+    /// Task files evaluated on every compressed model.
+    pub tasks: Vec<PathBuf>,
+    /// Re-run recipes whose report already exists.
+    pub force: bool,
+}
+
+/// One recipe, planned with the shared calibration and evaluation.
+struct Job {
+    stem: String,
+    recipe_path: PathBuf,
+    plan: Plan,
+    text: String,
+}
+
+/// Runs `pare compare` and writes OUT/comparison.{json,md,html}.
+pub fn run(req: &CompareRequest, device: &Device, progress: &dyn Progress) -> Result<Comparison> {
+    if req.recipes.is_empty() {
+        return Err(PareError::Usage(
+            "pare compare: give at least one --recipe FILE".into(),
+        ));
+    }
+    let runner = ModelRunner::open(&req.model, device)?;
+    let jobs = plan_jobs(req, &runner)?;
+    std::fs::create_dir_all(&req.out)
+        .map_err(|e| PareError::io(format!("creating {}", req.out.display()), e))?;
+
+    let mut reports: Vec<(String, String, Report)> = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let dir = req.out.join(&job.stem);
+        let report_path = dir.join("report.json");
+        let report = if !req.force && report_path.is_file() {
+            progress.warn(&format!(
+                "{}: {} exists, not run again (use --force to re-run)",
+                job.recipe_path.display(),
+                report_path.display()
+            ));
+            read_report(&report_path)?
+        } else {
+            // A folder without report.json is an unfinished earlier run of this comparison.
+            let force = req.force || dir.exists();
+            run_with(&runner, &job.plan, &job.text, &dir, force, progress)?.report
+        };
+        reports.push((
+            job.stem.clone(),
+            job.recipe_path.display().to_string(),
+            report,
+        ));
+    }
+
+    let mut cmp = Comparison {
+        runs: Vec::with_capacity(reports.len() + 1),
+    };
+    let eval = jobs.first().and_then(|j| j.plan.eval.clone());
+    cmp.runs
+        .push(dense_row(req, &runner, &reports, eval.as_ref(), progress)?);
+    for (stem, recipe, report) in &reports {
+        cmp.runs
+            .push(ComparisonRow::from_report(stem, recipe, report));
+    }
+    write_comparison(&req.out, &cmp)?;
+    Ok(cmp)
+}
+
+/// Reads a report.json written by an earlier run.
+fn read_report(path: &Path) -> Result<Report> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PareError::input(path, format!("cannot read report: {e}")))?;
+    Report::from_json(&text).map_err(|e| {
+        PareError::input(
+            path,
+            format!("not a pare report.json ({e}); remove it or re-run with --force"),
+        )
+    })
+}
+
+/// Plans every recipe with the first recipe's calibration and the shared evaluation; checks the
+/// evaluation inputs and the output folder names before any work.
+fn plan_jobs(req: &CompareRequest, runner: &ModelRunner) -> Result<Vec<Job>> {
+    let mut plans = Vec::with_capacity(req.recipes.len());
+    for path in &req.recipes {
+        let (plan, _) = plan_for(runner, path)?;
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                PareError::input(
+                    path,
+                    "recipe file name has no usable stem for its output folder",
+                )
+            })?
+            .to_string();
+        if stem == DENSE {
+            return Err(PareError::input(
+                path,
+                format!(
+                    "the output folder `{DENSE}` is kept for the dense reference; rename the recipe"
+                ),
+            ));
+        }
+        if let Some((_, other, _)) = plans.iter().find(|(s, _, _)| *s == stem) {
+            let other: &PathBuf = other;
+            return Err(PareError::input(
+                path,
+                format!(
+                    "same file stem `{stem}` as {}: both would write {}",
+                    other.display(),
+                    req.out.join(&stem).display()
+                ),
+            ));
+        }
+        plans.push((stem, path.clone(), plan));
+    }
+    let calibration = absolute_calibration(&plans[0].2.calibration)?;
+    let eval = shared_eval(req, runner, plans[0].2.eval.as_ref())?;
+    text_windows(runner, &eval.text, eval.seq_len, Some(1))?;
+    for t in &eval.tasks {
+        load_task(t)?;
+    }
+    plans
+        .into_iter()
+        .map(|(stem, recipe_path, mut plan)| {
+            plan.calibration = calibration.clone();
+            plan.eval = Some(eval.clone());
+            plan.recipe.calibration = calibration_spec(&calibration);
+            plan.recipe.eval = Some(eval_spec(&eval));
+            let text = format!(
+                "# applied by pare compare from {}: calibration and eval shared by every run\n{}",
+                recipe_path.display(),
+                to_yaml(&plan.recipe)?
+            );
+            Ok(Job {
+                stem,
+                recipe_path,
+                plan,
+                text,
+            })
+        })
+        .collect()
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path)
+        .map_err(|e| PareError::input(path, format!("cannot resolve path: {e}")))
+}
+
+fn absolute_calibration(c: &CalibrationPlan) -> Result<CalibrationPlan> {
+    let source = match &c.source {
+        CalibSource::Text(p) => CalibSource::Text(absolute(p)?),
+        CalibSource::Ids(p) => CalibSource::Ids(absolute(p)?),
+    };
+    Ok(CalibrationPlan {
+        source,
+        ..c.clone()
+    })
+}
+
+/// The evaluation every run gets: the first recipe's eval block, `--text` replacing its text,
+/// `--tasks` added, KLD on.
+fn shared_eval(
+    req: &CompareRequest,
+    runner: &ModelRunner,
+    first: Option<&EvalPlan>,
+) -> Result<EvalPlan> {
+    let mut eval = match (first, &req.text) {
+        (Some(e), text) => EvalPlan {
+            text: text.clone().unwrap_or_else(|| e.text.clone()),
+            ..e.clone()
+        },
+        (None, Some(text)) => EvalPlan {
+            text: text.clone(),
+            seq_len: default_seq_len(runner),
+            max_windows: None,
+            kld: true,
+            tasks: vec![],
+        },
+        (None, None) => {
+            return Err(PareError::recipe(
+                &req.recipes[0],
+                "eval",
+                "pare compare needs an evaluation text: give --text FILE or an `eval` block in the first recipe",
+            ));
+        }
+    };
+    eval.kld = true;
+    eval.text = absolute(&eval.text)?;
+    for t in &req.tasks {
+        let t = absolute(t)?;
+        if !eval.tasks.contains(&t) {
+            eval.tasks.push(t);
+        }
+    }
+    eval.tasks = eval
+        .tasks
+        .iter()
+        .map(|t| absolute(t))
+        .collect::<Result<_>>()?;
+    Ok(eval)
+}
+
+fn calibration_spec(c: &CalibrationPlan) -> CalibrationSpec {
+    let (text, ids) = match &c.source {
+        CalibSource::Text(p) => (Some(p.display().to_string()), None),
+        CalibSource::Ids(p) => (None, Some(p.display().to_string())),
+    };
+    CalibrationSpec {
+        text,
+        ids,
+        samples: Some(c.samples),
+        seq_len: Some(c.seq_len),
+        seed: Some(c.seed),
+    }
+}
+
+fn eval_spec(e: &EvalPlan) -> EvalSpec {
+    EvalSpec {
+        text: e.text.display().to_string(),
+        seq_len: Some(e.seq_len),
+        max_windows: e.max_windows,
+        kld: Some(e.kld),
+        tasks: (!e.tasks.is_empty())
+            .then(|| e.tasks.iter().map(|t| t.display().to_string()).collect()),
+    }
+}
+
+/// The reference row: the base perplexity measured alongside the runs, size ratio 1, KLD 0 and
+/// top-token agreement 1 by definition; task scores of the input model when tasks are given.
+fn dense_row(
+    req: &CompareRequest,
+    runner: &ModelRunner,
+    reports: &[(String, String, Report)],
+    eval: Option<&EvalPlan>,
+    progress: &dyn Progress,
+) -> Result<ComparisonRow> {
+    let base_ppl = reports.iter().find_map(|(_, _, r)| {
+        r.quality
+            .as_ref()
+            .and_then(|q| q.base_perplexity.as_ref())
+            .map(|p| p.ppl)
+    });
+    let mut row = ComparisonRow {
+        name: DENSE.into(),
+        recipe: DENSE.into(),
+        params_bytes_ratio: Some(1.0),
+        ppl: base_ppl,
+        kld_mean: base_ppl.map(|_| 0.0),
+        same_top_p: base_ppl.map(|_| 1.0),
+        ..Default::default()
+    };
+    let mut tasks = vec![];
+    for t in eval.map(|e| e.tasks.as_slice()).unwrap_or_default() {
+        if !matches!(load_task(t)?.items, TaskItems::Agreement(_)) {
+            tasks.push(t.clone());
+        }
+    }
+    if tasks.is_empty() {
+        return Ok(row);
+    }
+    let dir = req.out.join(DENSE);
+    let path = dir.join("report.json");
+    let report = if !req.force && path.is_file() {
+        read_report(&path)?
+    } else {
+        let mut model = ModelRunner::open(&runner.dir, &runner.device)?;
+        let mut report = Report {
+            provenance: super::provenance(&runner.dir.display().to_string(), None),
+            ..Default::default()
+        };
+        evaluate_into(
+            &mut report,
+            &mut model,
+            None,
+            None,
+            None,
+            None,
+            &tasks,
+            progress,
+        )?;
+        write_report(&dir, &report)?;
+        report
+    };
+    row.tasks = ComparisonRow::from_report(DENSE, DENSE, &report).tasks;
+    Ok(row)
+}

@@ -46,6 +46,15 @@ pub fn evaluate_into(
                 model.cfg().max_position_embeddings
             ));
         }
+        if let Some(w) = model.cfg().sliding_window {
+            if seq > w {
+                progress.warn(&format!(
+                    "config.json sliding_window {w} is ignored: windows of {seq} tokens attend over their whole \
+                     context, unlike the model, so results differ from a sliding-window implementation"
+                ));
+            }
+            // With seq ≤ w the window never binds, so ignoring it is exact.
+        }
         let windows = text_windows(model, text, seq, max_windows)?;
         let scores = score(model, base.as_deref(), &windows, progress)?;
         report.quality = Some(summary::quality(&text.display().to_string(), &scores));

@@ -1,7 +1,7 @@
 //! What each subcommand does, as library functions that return data; `main.rs` prints it.
 
 pub mod bench;
-// pub mod compare;
+pub mod compare;
 pub mod compress;
 pub mod eval;
 

@@ -141,19 +141,11 @@ pub struct Ends {
 }
 
 impl Ends {
-    /// `embed` is `[vocab, hidden]`; `head` is the `[vocab, hidden]` LM head weight.
-    pub fn new(embed: &Matrix, norm: RmsNorm, head: &Matrix, device: &Device) -> Self {
-        let embed_t = Tensor::<2>::from_data(
-            TensorData::new(embed.data.clone(), [embed.rows, embed.cols]),
-            device,
-        );
-        Self {
-            embed: embed_t,
-            norm,
-            head: Linear::new(head, None, device),
-            vocab: head.rows,
-            hidden: embed.cols,
-        }
+    /// `embed` is the `[vocab, hidden]` table; `head` the LM head as a linear layer.
+    pub fn new(embed: Matrix, norm: RmsNorm, head: Linear, device: &Device) -> Self {
+        let (vocab, hidden) = (embed.rows, embed.cols);
+        let embed = Tensor::<2>::from_data(TensorData::new(embed.data, [vocab, hidden]), device);
+        Self { embed, norm, head, vocab, hidden }
     }
 
     /// Token ids `[batch][seq]` (all rows the same length) → hidden states `[batch, seq, hidden]`.

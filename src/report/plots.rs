@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
 use super::types::LinearReport;
@@ -62,8 +63,11 @@ fn tidy_svg(svg: String) -> String {
     svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)
 }
 
-/// Lines with markers against an integer x (block index), one series per name, legend in the
-/// upper right.
+/// Width of the legend column right of a line chart's plot area.
+const LEGEND_WIDTH: u32 = 120;
+
+/// Lines with markers against an integer x (block index), one series per name, legend in its
+/// own column right of the plot (so it never hides data).
 pub fn line_chart(
     title: &str,
     x_label: &str,
@@ -78,8 +82,16 @@ pub fn line_chart(
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
+        let legend = series.len() > 1 || series.first().is_some_and(|s| !s.0.is_empty());
+        let root = root
+            .titled(title, ("sans-serif", 20))
+            .map_err(|e| err(e.to_string()))?;
+        let (plot_area, legend_area) = if legend {
+            root.split_horizontally(SIZE.0 - LEGEND_WIDTH)
+        } else {
+            root.split_horizontally(SIZE.0)
+        };
+        let mut chart = ChartBuilder::on(&plot_area)
             .margin(12)
             .x_label_area_size(42)
             .y_label_area_size(64)
@@ -113,24 +125,29 @@ pub fn line_chart(
                 .collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| err(e.to_string()))?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
+                .map_err(|e| err(e.to_string()))?;
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| err(e.to_string()))?;
-        }
-        if series.len() > 1 || series.first().is_some_and(|s| !s.0.is_empty()) {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(|e| err(e.to_string()))?;
+            if legend {
+                // One row per series, from the top of the plot area.
+                let y = 24 + 20 * i as i32;
+                legend_area
+                    .draw(
+                        &(EmptyElement::at((4, y))
+                            + PathElement::new(vec![(0, 0), (18, 0)], color.stroke_width(2))
+                            + Circle::new((9, 0), 3, color.filled())
+                            + Text::new(
+                                name.clone(),
+                                (24, 0),
+                                ("sans-serif", 13)
+                                    .into_font()
+                                    .into_text_style(&legend_area)
+                                    .pos(Pos::new(HPos::Left, VPos::Center)),
+                            )),
+                    )
+                    .map_err(|e| err(e.to_string()))?;
+            }
         }
         root.present().map_err(|e| err(e.to_string()))?;
     }
@@ -152,6 +169,8 @@ pub fn labelled_scatter(
         .collect();
     let (x0, x1) = padded_range(pts.iter().map(|p| p.1).chain([0.0, 1.05]), true);
     let (y0, y1) = padded_range(pts.iter().map(|p| p.2), false);
+    // Room above the highest point for its label.
+    let y1 = y1 + (y1 - y0) * 0.05;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -175,11 +194,46 @@ pub fn labelled_scatter(
         for (i, p) in pts.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(std::iter::once(
-                    EmptyElement::at((p.1, p.2))
-                        + Circle::new((0, 0), 5, color.filled())
-                        + Text::new(p.0.clone(), (8, -14), ("sans-serif", 13)),
-                ))
+                .draw_series(std::iter::once(Circle::new(
+                    (p.1, p.2),
+                    5,
+                    color.filled(),
+                )))
+                .map_err(|e| err(e.to_string()))?;
+        }
+        // Labels in pixel space: right of the point (left of it near the right edge), moved down
+        // past labels they would overlap, so runs of equal size stay readable.
+        let style = ("sans-serif", 13).into_font().into_text_style(&root);
+        let xr = chart.plotting_area().get_pixel_range().0;
+        let (px0, px1) = (xr.start, xr.end);
+        let mut placed: Vec<(i32, i32, i32, i32)> = vec![];
+        let mut order: Vec<(i32, i32, &str)> = pts
+            .iter()
+            .map(|p| {
+                let (x, y) = chart.backend_coord(&(p.1, p.2));
+                (x, y, p.0.as_str())
+            })
+            .collect();
+        order.sort_by_key(|&(x, y, _)| (y, x));
+        for (x, y, label) in order {
+            let (w, h) = root
+                .estimate_text_size(label, &style)
+                .map_err(|e| err(e.to_string()))?;
+            let (w, h) = (w as i32, h as i32);
+            let lx = if x + 8 + w <= px1 || x - 8 - w < px0 {
+                x + 8
+            } else {
+                x - 8 - w
+            };
+            let mut ly = y - h / 2;
+            while let Some(b) = placed
+                .iter()
+                .find(|b| lx < b.2 && b.0 < lx + w && ly < b.3 && b.1 < ly + h)
+            {
+                ly = b.3 + 1;
+            }
+            placed.push((lx, ly, lx + w, ly + h));
+            root.draw_text(label, &style, (lx, ly))
                 .map_err(|e| err(e.to_string()))?;
         }
         root.present().map_err(|e| err(e.to_string()))?;

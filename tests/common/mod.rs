@@ -1,0 +1,115 @@
+//! Helpers shared by the engine integration tests: paths into ../shared, safetensors reading,
+//! model copies in temp dirs, running the `pare` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use safetensors::{Dtype, SafeTensors};
+
+/// `../shared/<rel>` from the crate root.
+pub fn shared(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel)
+}
+
+/// `../shared/models/<name>`.
+pub fn model_dir(name: &str) -> PathBuf {
+    shared("models").join(name)
+}
+
+/// The CPU device.
+pub fn cpu() -> burn::tensor::Device {
+    pare::model::parse_device("cpu").expect("cpu device")
+}
+
+/// A tensor read from a safetensors file: dtype, shape, values widened to f64.
+pub struct HostTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub values: Vec<f64>,
+}
+
+/// Reads tensor `name` from the safetensors file at `path` (F32, BF16, F16, I64, I32).
+pub fn read_tensor(path: &Path, name: &str) -> HostTensor {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("{}: tensor {name}: {e}", path.display()));
+    let d = t.data();
+    let values: Vec<f64> = match t.dtype() {
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Dtype::BF16 => d
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Dtype::I64 => d
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64)
+            .collect(),
+        Dtype::I32 => d
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
+            .collect(),
+        other => panic!(
+            "{}: tensor {name}: unsupported dtype {other:?}",
+            path.display()
+        ),
+    };
+    HostTensor {
+        dtype: t.dtype(),
+        shape: t.shape().to_vec(),
+        values,
+    }
+}
+
+/// Recursively copies the files of `src` (one level of subfolders is enough for models) into
+/// `dst`, skipping `golden/`.
+pub fn copy_model(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("create copy dir");
+    for e in std::fs::read_dir(src).expect("read model dir") {
+        let e = e.expect("dir entry");
+        let p = e.path();
+        if p.is_file() {
+            std::fs::copy(&p, dst.join(e.file_name())).expect("copy file");
+        }
+    }
+}
+
+/// Reads `dir/config.json` as JSON.
+pub fn read_config(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("config.json")).expect("read config.json");
+    serde_json::from_str(&text).expect("parse config.json")
+}
+
+/// Writes `value` as `dir/config.json`.
+pub fn write_config(dir: &Path, value: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(value).expect("serialise config");
+    std::fs::write(dir.join("config.json"), text).expect("write config.json");
+}
+
+/// Runs the `pare` binary with `args` (plus `--quiet` is NOT added: warnings must show).
+pub fn pare(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pare"))
+        .args(args)
+        .env_remove("PARE_LOG")
+        .output()
+        .expect("run pare")
+}
+
+/// stdout and stderr of `out` as one string (for messages).
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
