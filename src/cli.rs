@@ -95,13 +95,13 @@ pub struct CompareArgs {
     /// Input model directory.
     #[arg(long)]
     pub model: PathBuf,
-    /// Recipes to run (two or more).
+    /// Recipes to run. All share the first recipe's calibration and eval blocks.
     #[arg(long = "recipe", required = true)]
     pub recipes: Vec<PathBuf>,
     /// Output directory: one folder per recipe plus comparison.{json,md,html}.
     #[arg(long)]
     pub out: PathBuf,
-    /// Evaluation text (default: each recipe's eval text).
+    /// Evaluation text for every run (default: the first recipe's eval text).
     #[arg(long)]
     pub text: Option<PathBuf>,
     /// Task files evaluated on every compressed model.

@@ -278,3 +278,84 @@ fn compare_without_an_evaluation_text_is_a_usage_error() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn compare_text_and_tasks_override_on_stories260k() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cal = format!("{SHARED}/data/tinystories/tinystories_train_head.txt");
+    // The first recipe's eval block (valid text, kld off) is shared; --text replaces its text
+    // and KLD is always on. The second recipe's eval block is ignored.
+    let a = tmp.path().join("mag.yaml");
+    std::fs::write(
+        &a,
+        format!(
+            "calibration: {{ text: {cal}, samples: 8, seq_len: 128 }}\nsteps:\n  - magnitude: {{ sparsity: 0.5 }}\neval: {{ text: {SHARED}/data/tinystories/tinystories_valid_head.txt, seq_len: 128, max_windows: 12, kld: false }}\n"
+        ),
+    )
+    .unwrap();
+    let b = tmp.path().join("wanda.yaml");
+    std::fs::write(
+        &b,
+        format!(
+            "calibration: {{ text: {cal}, samples: 4, seq_len: 64 }}\nsteps:\n  - wanda: {{ sparsity: 0.5 }}\neval: {{ text: {cal}, seq_len: 64, max_windows: 3 }}\n"
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("cmp");
+    let req = pare::commands::compare::CompareRequest {
+        model: format!("{SHARED}/models/stories260k").into(),
+        recipes: vec![a, b],
+        out: out.clone(),
+        text: Some(format!("{SHARED}/data/tinystories/tinystories_eval.txt").into()),
+        tasks: vec![
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/eval/tasks/tinystories-cloze.jsonl"
+            )
+            .into(),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/eval/tasks/tinystories-agreement.jsonl"
+            )
+            .into(),
+        ],
+        force: false,
+    };
+    let device = pare::model::parse_device("cpu").unwrap();
+    let cmp = pare::commands::compare::run(&req, &device, &pare::pipeline::Silent).unwrap();
+    assert_eq!(cmp.runs.len(), 3);
+    for stem in ["mag", "wanda"] {
+        let rep = Report::from_json(
+            &std::fs::read_to_string(out.join(stem).join("report.json")).unwrap(),
+        )
+        .unwrap();
+        let q = rep.quality.as_ref().unwrap();
+        assert!(
+            q.perplexity.text.ends_with("tinystories_eval.txt"),
+            "{stem}: {}",
+            q.perplexity.text
+        );
+        assert_eq!((q.perplexity.seq_len, q.perplexity.windows), (128, 12));
+        assert!(q.kld.is_some(), "{stem}: KLD forced on");
+        assert_eq!(rep.provenance.calibration.as_ref().unwrap().samples, 8);
+        let r = row(&cmp, stem);
+        for k in [
+            "tinystories-cloze/acc",
+            "tinystories-cloze/acc_norm",
+            "tinystories-agreement/token_match",
+        ] {
+            assert!(r.tasks.contains_key(k), "{stem} lacks {k}: {:?}", r.tasks);
+        }
+    }
+    // The dense row: scored on the tasks it can do alone (no agreement with itself).
+    let dense = row(&cmp, "dense");
+    assert!(dense.tasks.contains_key("tinystories-cloze/acc"));
+    assert!(
+        !dense
+            .tasks
+            .contains_key("tinystories-agreement/token_match")
+    );
+    assert!(out.join("dense").join("report.json").is_file());
+    let md = std::fs::read_to_string(out.join("comparison.md")).unwrap();
+    assert!(md.contains("tinystories-cloze/acc"), "{md}");
+}

@@ -395,9 +395,10 @@ fn propagate_original_and_compressed_differ() {
     }
     let mut differ = 0;
     for ((id, a), (_, b)) in outs[0].iter().zip(&outs[1]) {
-        if id.starts_with("blocks.0.") {
-            // Block 0 sees the same embeddings either way.
-            assert!(a == b, "{id} differs although block 0 has the same inputs");
+        if ["blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v"].contains(&id.as_str()) {
+            // These see the embeddings either way (later linears of block 0 already see the
+            // outputs of compressed or original q/k/v, as the block loop is true-sequential).
+            assert!(a == b, "{id} differs although it has the same inputs");
         } else if a != b {
             differ += 1;
         }

@@ -99,7 +99,7 @@ fn recipe_errors_name_the_file_and_key() {
     let tmp = tempfile::tempdir().unwrap();
     let model = model_copy(tmp.path());
     let out = tmp.path().join("out");
-    let cases: [(&str, &str, &[&str]); 8] = [
+    let cases: [(&str, &str, &[&str]); 9] = [
         (
             "unknown-key.yaml",
             "steps:\n  - wanda: { sparsty: 0.5 }",
@@ -158,6 +158,16 @@ fn recipe_errors_name_the_file_and_key() {
                 "steps[0].wanda.pattern",
                 "64",
                 "multiple of 3",
+            ],
+        ),
+        (
+            // Groups of 128 fit neither d_in (64, 172); pare refuses rather than pad.
+            "group-not-dividing.yaml",
+            "steps:\n  - rtn: { format: int4-g128-sym }",
+            &[
+                "group-not-dividing.yaml",
+                "steps[0].rtn.format",
+                "not a multiple of 128",
             ],
         ),
     ];

@@ -117,12 +117,9 @@ pub fn forward(
     let fpt = flops_per_token(&runner, seq_len);
     let model_gflops = fpt * tokens / seconds / 1e9;
     let c = runner.cfg();
-    let gemm = gemm_gflops(
-        runner.batch * seq_len,
-        c.hidden_size,
-        c.intermediate_size,
-        device,
-    )?;
+    // The peak: the better of the model's largest GEMM shape and a 1024³ square one.
+    let gemm = gemm_gflops(runner.batch * seq_len, c.hidden_size, c.intermediate_size, device)?
+        .max(gemm_gflops(1024, 1024, 1024, device)?);
     Ok(ForwardBench {
         model: model.display().to_string(),
         sequences,

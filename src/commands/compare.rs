@@ -227,17 +227,17 @@ fn shared_eval(
     };
     eval.kld = true;
     eval.text = absolute(&eval.text)?;
+    eval.tasks = eval
+        .tasks
+        .iter()
+        .map(|t| absolute(t))
+        .collect::<Result<_>>()?;
     for t in &req.tasks {
         let t = absolute(t)?;
         if !eval.tasks.contains(&t) {
             eval.tasks.push(t);
         }
     }
-    eval.tasks = eval
-        .tasks
-        .iter()
-        .map(|t| absolute(t))
-        .collect::<Result<_>>()?;
     Ok(eval)
 }
 
