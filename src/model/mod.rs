@@ -6,7 +6,7 @@ mod block;
 pub mod rope;
 pub mod tap;
 
-pub use block::{Attention, DecoderBlock, Ffn, Mlp, Moe};
+pub use block::{Attention, DecoderBlock, Ffn, Mlp, Moe, causal_attention};
 pub use rope::Rope;
 pub use tap::{NoTap, Tap, TapPoint};
 

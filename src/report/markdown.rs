@@ -223,7 +223,11 @@ pub fn sections(r: &Report) -> Vec<Section> {
             "linear bytes after".into(),
             t.bytes_linear_after.to_string(),
         ],
-        vec!["size ratio (after / before)".into(), opt(t.size_ratio())],
+        vec![
+            "linear bytes, most compact layout".into(),
+            t.bytes_linear_compact.map_or_else(|| "–".into(), |b| b.to_string()),
+        ],
+        vec!["size ratio (compact / before)".into(), opt(t.size_ratio())],
         vec!["wall time (s)".into(), fmt_num(t.seconds)],
     ];
     if let Some(f) = t.forward_seconds {

@@ -255,12 +255,17 @@ pub struct Totals {
     pub bytes_linear_before: u64,
     /// Bytes of the same linears as written.
     pub bytes_linear_after: u64,
+    /// Bytes of the same linears in the most compact compressed-tensors layout for the result
+    /// (pack-quantized when quantised, else the smaller of dense, sparse-bitmask and
+    /// sparse-24-bitmask): what a deployment stores, whatever `export` wrote.
+    #[serde(default)]
+    pub bytes_linear_compact: Option<u64>,
 }
 
 impl Totals {
-    /// `bytes_linear_after / bytes_linear_before`, or `None` when nothing was counted.
+    /// Compact (else written) linear bytes over dense ones, or `None` when nothing was counted.
     pub fn size_ratio(&self) -> Option<f64> {
-        (self.bytes_linear_before > 0)
-            .then(|| self.bytes_linear_after as f64 / self.bytes_linear_before as f64)
+        let after = self.bytes_linear_compact.unwrap_or(self.bytes_linear_after);
+        (self.bytes_linear_before > 0).then(|| after as f64 / self.bytes_linear_before as f64)
     }
 }

@@ -43,6 +43,7 @@ pub struct ExportState {
     params: u64,
     bytes_before: u64,
     bytes_after: u64,
+    bytes_compact: u64,
 }
 
 impl ExportState {
@@ -57,6 +58,7 @@ impl ExportState {
             params: 0,
             bytes_before: 0,
             bytes_after: 0,
+            bytes_compact: 0,
         }
     }
 
@@ -94,16 +96,15 @@ impl ExportState {
                 checkpoint::encode_dense(key, w, self.dtype)?
             }
         };
-        self.bytes_after += tensors
-            .iter()
-            .map(|(_, t)| t.bytes.len() as u64)
-            .sum::<u64>();
+        self.bytes_after += tensors.iter().map(|(_, t)| t.bytes.len() as u64).sum::<u64>();
+        self.bytes_compact += compact_bytes(cl, dtype_bytes(self.dtype));
         Ok(tensors)
     }
 
-    /// Linear-layer bytes before (dense in the model dtype) and after export.
-    pub fn linear_bytes(&self) -> (u64, u64) {
-        (self.bytes_before, self.bytes_after)
+    /// Linear-layer bytes: before (dense in the model dtype), as written, and in the most
+    /// compact compressed-tensors layout.
+    pub fn linear_bytes(&self) -> (u64, u64, u64) {
+        (self.bytes_before, self.bytes_after, self.bytes_compact)
     }
 
     /// The output config.json: the input's, plus pare's `compression` section and the
@@ -169,4 +170,27 @@ impl ExportState {
         }
         Ok(cfg)
     }
+}
+
+/// Bytes of `cl` in the most compact compressed-tensors layout: pack-quantized when quantised
+/// (packed ints, scales in the model dtype, zero-points, I64 shape), else the smallest of dense,
+/// sparse-bitmask (non-zeros, bitmask, I64 row offsets) and sparse-24-bitmask (when 2:4 holds).
+pub fn compact_bytes(cl: &CompressedLinear, elem: u64) -> u64 {
+    let w = &cl.weight;
+    let (rows, cols) = (w.rows as u64, w.cols as u64);
+    if let Some(q) = &cl.quant {
+        let bits = q.scheme.bits as u64;
+        let groups = q.scheme.n_groups(w.cols) as u64;
+        let packed = rows * (cols * bits).div_ceil(32) * 4;
+        let zp = if q.zero_points.is_some() { (rows * bits).div_ceil(32) * 4 * groups } else { 0 };
+        return packed + rows * groups * elem + zp + 16;
+    }
+    let dense = rows * cols * elem;
+    let bitmask = rows * cols.div_ceil(8);
+    let nnz = w.data.iter().filter(|v| **v != 0.0).count() as u64;
+    let mut best = dense.min(nnz * elem + bitmask + rows * 8 + 16);
+    if w.satisfies_n_of_m(2, 4) {
+        best = best.min(rows * cols / 2 * elem + bitmask + 16);
+    }
+    best
 }

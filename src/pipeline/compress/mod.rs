@@ -184,9 +184,10 @@ pub fn compress(
     });
     report.provenance.recipe = Some(recipe_text.to_string());
     report.totals.seconds = t_start.elapsed().as_secs_f64();
-    let (before, after) = export_state.linear_bytes();
+    let (before, after, compact) = export_state.linear_bytes();
     report.totals.bytes_linear_before = before;
     report.totals.bytes_linear_after = after;
+    report.totals.bytes_linear_compact = Some(compact);
     Ok(CompressOutcome {
         out: out_dir,
         report,
