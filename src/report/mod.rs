@@ -211,6 +211,7 @@ pub(crate) mod tests {
                 params: 260_123,
                 bytes_linear_before: 1_048_576,
                 bytes_linear_after: 589_824,
+                bytes_linear_compact: None,
             },
             notes: vec!["perplexity protocol: pruning-paper windows, not llama.cpp's".into()],
         }
@@ -244,7 +245,7 @@ pub(crate) mod tests {
         }
         // size ratio 589824 / 1048576 = 0.5625
         assert!(
-            md.contains("| size ratio (after / before) | 0.5625 |"),
+            md.contains("| size ratio (compact / before) | 0.5625 |"),
             "{md}"
         );
         assert!(md.contains("| perplexity | 12.34 | 13.57 |"));
