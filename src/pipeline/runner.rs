@@ -53,6 +53,19 @@ impl ModelRunner {
         })
     }
 
+    /// Parameters of the model: block linears (by config shape) plus every other tensor stored.
+    pub fn parameter_count(&self) -> u64 {
+        let linear: usize = self.arch.all_linears().iter().map(|s| s.rows * s.cols).sum();
+        let rest: usize = self
+            .arch
+            .passthrough_tensors(&self.store)
+            .iter()
+            .filter_map(|n| self.store.info(n))
+            .map(|i| i.shape.iter().product::<usize>())
+            .sum();
+        (linear + rest) as u64
+    }
+
     /// The model configuration.
     pub fn cfg(&self) -> &HfConfig {
         &self.arch.cfg

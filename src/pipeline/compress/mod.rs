@@ -184,6 +184,7 @@ pub fn compress(
     });
     report.provenance.recipe = Some(recipe_text.to_string());
     report.totals.seconds = t_start.elapsed().as_secs_f64();
+    report.totals.params = runner.parameter_count();
     let (before, after, compact) = export_state.linear_bytes();
     report.totals.bytes_linear_before = before;
     report.totals.bytes_linear_after = after;
