@@ -306,11 +306,6 @@ impl Architecture {
     /// over by value, so at most one extra `[vocab, hidden]` copy exists at a time.
     pub fn load_ends(&self, store: &TensorStore, device: &Device) -> Result<Ends> {
         let c = &self.cfg;
-        let norm = RmsNorm::new(
-            self.read_vector(store, "model.norm.weight", c.hidden_size)?,
-            c.rms_norm_eps,
-            device,
-        );
         if !c.tie_word_embeddings && store.info("lm_head.weight").is_none() {
             return Err(PareError::input(
                 store.dir(),
@@ -319,6 +314,11 @@ impl Architecture {
         }
         let head = Linear::new(&self.read_matrix(store, self.head_name(), c.vocab_size, c.hidden_size)?, None, device);
         let embed = self.read_matrix(store, self.embed_name(), c.vocab_size, c.hidden_size)?;
+        let norm = RmsNorm::new(
+            self.read_vector(store, "model.norm.weight", c.hidden_size)?,
+            c.rms_norm_eps,
+            device,
+        );
         Ok(Ends::new(embed, norm, head, device))
     }
 }
