@@ -22,12 +22,23 @@ fn tiny_llama_f32(dir: &Path) -> PathBuf {
     for name in store.names().map(str::to_string).collect::<Vec<_>>() {
         let (shape, v) = store.read_f32(&name).unwrap();
         let bytes = encode_floats(&v, Dtype::F32).unwrap();
-        w.add(name, OutTensor { dtype: Dtype::F32, shape, bytes }).unwrap();
+        w.add(
+            name,
+            OutTensor {
+                dtype: Dtype::F32,
+                shape,
+                bytes,
+            },
+        )
+        .unwrap();
     }
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     cfg["dtype"] = serde_json::json!("float32");
-    let files: Vec<PathBuf> = ["tokenizer.json", "tokenizer_config.json"].iter().map(|f| src.join(f)).collect();
+    let files: Vec<PathBuf> = ["tokenizer.json", "tokenizer_config.json"]
+        .iter()
+        .map(|f| src.join(f))
+        .collect();
     w.finish(&cfg, &files, &[], BTreeMap::new()).unwrap();
     out
 }
@@ -59,12 +70,19 @@ fn pack_quantized_matches_llm_compressor_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_llama_f32(tmp.path());
     for (fixture, format) in [("w4g32", "int4-g32-sym"), ("w8ch", "int8-ch-sym")] {
-        let recipe = write_recipe(tmp.path(), fixture, &format!("  - rtn: {{ format: {format} }}"), "pack-quantized");
+        let recipe = write_recipe(
+            tmp.path(),
+            fixture,
+            &format!("  - rtn: {{ format: {format} }}"),
+            "pack-quantized",
+        );
         let out = tmp.path().join(format!("out-{fixture}"));
         let o = compress(&model, &recipe, &out);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let ours = TensorStore::open(&out).unwrap();
-        let theirs = TensorStore::open(&PathBuf::from(SHARED).join("fixtures/ct-rtn").join(fixture)).unwrap();
+        let theirs =
+            TensorStore::open(&PathBuf::from(SHARED).join("fixtures/ct-rtn").join(fixture))
+                .unwrap();
         let a: Vec<&str> = ours.names().collect();
         let b: Vec<&str> = theirs.names().collect();
         assert_eq!(a, b, "{fixture}: tensor names");
@@ -75,7 +93,9 @@ fn pack_quantized_matches_llm_compressor_byte_for_byte() {
             assert!(x1 == x2, "{fixture}: {name} bytes differ");
         }
         let read = |p: &Path| -> serde_json::Value {
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p.join("config.json")).unwrap()).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(p.join("config.json")).unwrap())
+                    .unwrap();
             v["quantization_config"].clone()
         };
         let mut q1 = read(&out);
@@ -99,7 +119,11 @@ fn two_of_four_survives_gptq_and_reads_back() {
     let out = tmp.path().join("out");
     let o = compress(&model, &recipe, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = pare().args(["--json", "inspect"]).arg(&out).output().unwrap();
+    let o = pare()
+        .args(["--json", "inspect"])
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let linears = info["linears"].as_array().unwrap();
@@ -116,12 +140,20 @@ fn two_of_four_survives_gptq_and_reads_back() {
 fn group_size_that_does_not_divide_is_an_error_naming_the_layer() {
     let tmp = tempfile::tempdir().unwrap();
     let model = PathBuf::from(SHARED).join("models/tiny-llama");
-    let recipe = write_recipe(tmp.path(), "g128", "  - rtn: { format: int4-g128-sym }", "pack-quantized");
+    let recipe = write_recipe(
+        tmp.path(),
+        "g128",
+        "  - rtn: { format: int4-g128-sym }",
+        "pack-quantized",
+    );
     let out = tmp.path().join("out");
     let o = compress(&model, &recipe, &out);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("blocks.0.attn.q") && err.contains("320") && err.contains("g128.yaml"), "{err}");
+    assert!(
+        err.contains("blocks.0.attn.q") && err.contains("320") && err.contains("g128.yaml"),
+        "{err}"
+    );
     assert!(!out.exists());
 }
 
@@ -129,12 +161,20 @@ fn group_size_that_does_not_divide_is_an_error_naming_the_layer() {
 fn unknown_format_suggests_a_known_one() {
     let tmp = tempfile::tempdir().unwrap();
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/stories260k");
-    let recipe = write_recipe(tmp.path(), "bad", "  - rtn: { format: int3-ch-sym }", "pack-quantized");
+    let recipe = write_recipe(
+        tmp.path(),
+        "bad",
+        "  - rtn: { format: int3-ch-sym }",
+        "pack-quantized",
+    );
     let out = tmp.path().join("out");
     let o = compress(&model, &recipe, &out);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("int3-ch-sym") && err.contains("bad.yaml"), "{err}");
+    assert!(
+        err.contains("int3-ch-sym") && err.contains("bad.yaml"),
+        "{err}"
+    );
     assert!(!out.exists());
 }
 
@@ -147,7 +187,8 @@ fn input_with_a_quantisation_pare_cannot_run_is_refused() {
     for f in ["model.safetensors", "tokenizer.json"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     cfg["quantization_config"] = serde_json::json!({
         "quant_method": "compressed-tensors", "format": "float-quantized",
         "config_groups": {"group_0": {"targets": ["Linear"], "format": "float-quantized",
@@ -155,9 +196,22 @@ fn input_with_a_quantisation_pare_cannot_run_is_refused() {
             "input_activations": null, "output_activations": null}},
         "ignore": ["lm_head"], "quantization_status": "compressed"
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
-    let o = pare().args(["eval", "--model"]).arg(&dir).arg("--text").arg(src.join("../../calibration/tinystories-valid-head.txt")).output().unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&cfg).unwrap(),
+    )
+    .unwrap();
+    let o = pare()
+        .args(["eval", "--model"])
+        .arg(&dir)
+        .arg("--text")
+        .arg(src.join("../../calibration/tinystories-valid-head.txt"))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("config.json") && err.contains("float"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("float"),
+        "{err}"
+    );
 }

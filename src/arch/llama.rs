@@ -263,7 +263,9 @@ impl Architecture {
                 .iter()
                 .find(|(s, _, _)| s.id == id)
                 .map(|(_, m, b)| (m, b.as_ref()))
-                .ok_or_else(|| PareError::Usage(format!("block {}: linear `{id}` missing", w.block)))
+                .ok_or_else(|| {
+                    PareError::Usage(format!("block {}: linear `{id}` missing", w.block))
+                })
         };
         let one = |suffix: &str| -> Result<Linear> {
             let (m, b) = get(suffix)?;
@@ -291,7 +293,11 @@ impl Architecture {
                 for e in 0..c.num_experts {
                     experts.push(mlp(&format!("moe.experts.{e}"))?);
                 }
-                Ffn::Moe(Moe { router: one("moe.router")?, experts, top_k: c.experts_per_token })
+                Ffn::Moe(Moe {
+                    router: one("moe.router")?,
+                    experts,
+                    top_k: c.experts_per_token,
+                })
             }
         };
         Ok(DecoderBlock {
@@ -312,7 +318,11 @@ impl Architecture {
                 "tensor `lm_head.weight` missing and config.json says tie_word_embeddings: false",
             ));
         }
-        let head = Linear::new(&self.read_matrix(store, self.head_name(), c.vocab_size, c.hidden_size)?, None, device);
+        let head = Linear::new(
+            &self.read_matrix(store, self.head_name(), c.vocab_size, c.hidden_size)?,
+            None,
+            device,
+        );
         let embed = self.read_matrix(store, self.embed_name(), c.vocab_size, c.hidden_size)?;
         let norm = RmsNorm::new(
             self.read_vector(store, "model.norm.weight", c.hidden_size)?,

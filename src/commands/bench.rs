@@ -104,6 +104,10 @@ pub fn forward(
 ) -> Result<ForwardBench> {
     let mut runner = ModelRunner::open(model, device)?;
     runner.batch = sequences.clamp(1, 8);
+    // The peak, measured first: the better of the model's largest GEMM shape and a 1024³ one.
+    let (h, f) = (runner.cfg().hidden_size, runner.cfg().intermediate_size);
+    let gemm = gemm_gflops(runner.batch.min(sequences) * seq_len, h, f, device)?
+        .max(gemm_gflops(1024, 1024, 1024, device)?);
     let windows = random_windows(runner.ends.vocab, sequences, seq_len);
     // Warm-up on one batch, then the timed streaming forward (blocks loaded from disk each time).
     runner.final_hidden(&windows[..runner.batch.min(windows.len())], &Silent)?;
@@ -116,10 +120,7 @@ pub fn forward(
     let tokens = (sequences * seq_len) as f64;
     let fpt = flops_per_token(&runner, seq_len);
     let model_gflops = fpt * tokens / seconds / 1e9;
-    let c = runner.cfg();
-    // The peak: the better of the model's largest GEMM shape and a 1024³ square one.
-    let gemm = gemm_gflops(runner.batch * seq_len, c.hidden_size, c.intermediate_size, device)?
-        .max(gemm_gflops(1024, 1024, 1024, device)?);
+
     Ok(ForwardBench {
         model: model.display().to_string(),
         sequences,

@@ -61,7 +61,7 @@ fn observe(tap: &mut dyn Tap, p: TapPoint, x: &Tensor<2>) -> Result<()> {
 }
 
 /// Query rows per chunk of the causal attention below.
-const ATTN_CHUNK: usize = 128;
+const ATTN_CHUNK: usize = 64;
 
 /// Causal scaled-dot-product attention, `[b, h, s, d]` each → `[b, h, s, d]`.
 ///
@@ -71,7 +71,11 @@ const ATTN_CHUNK: usize = 128;
 pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let [b, h, s, d] = q.dims();
     if s <= ATTN_CHUNK {
-        let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+        let opts = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: true,
+        };
         return attention(q, k, v, None, None, opts);
     }
     let device = q.device();
@@ -85,7 +89,9 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         let vc = v.clone().slice([0..b, 0..h, 0..c1, 0..d]);
         let scores = qc.matmul(kc.swap_dims(2, 3)).mul_scalar(scale);
         // Key j is hidden from query row c0+i when j > c0+i (only inside the diagonal block).
-        let mask: Vec<bool> = (0..rows).flat_map(|i| (0..c1).map(move |j| j > c0 + i)).collect();
+        let mask: Vec<bool> = (0..rows)
+            .flat_map(|i| (0..c1).map(move |j| j > c0 + i))
+            .collect();
         let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [rows, c1]), &device)
             .reshape([1, 1, rows, c1])
             .expand([b, h, rows, c1]);
@@ -97,7 +103,14 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 
 impl Attention {
     /// `x`: normed hidden `[b*s, hidden]` → `[b*s, hidden]`.
-    fn forward(&self, x: Tensor<2>, b: usize, s: usize, rope: &Rope, tap: &mut dyn Tap) -> Result<Tensor<2>> {
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        b: usize,
+        s: usize,
+        rope: &Rope,
+        tap: &mut dyn Tap,
+    ) -> Result<Tensor<2>> {
         observe(tap, TapPoint::AttnIn, &x)?;
         let a = self.attend(x, b, s, rope);
         observe(tap, TapPoint::AttnOutIn, &a)?;
@@ -111,7 +124,10 @@ impl Attention {
         let qkv = self.qkv.forward(x);
         let (qo, kvo, t) = (nh * hd, nkv * hd, b * s);
         let split = |t0: usize, t1: usize, heads: usize| -> Tensor<4> {
-            qkv.clone().slice([0..t, t0..t1]).reshape([b, s, heads, hd]).swap_dims(1, 2)
+            qkv.clone()
+                .slice([0..t, t0..t1])
+                .reshape([b, s, heads, hd])
+                .swap_dims(1, 2)
         };
         let q = rope.apply(split(0, qo, nh));
         let k = rope.apply(split(qo, qo + kvo, nkv));
@@ -119,18 +135,28 @@ impl Attention {
         let (k, v) = if nkv < nh {
             let rep = nh / nkv;
             let expand = |t: Tensor<4>| -> Tensor<4> {
-                t.reshape([b, nkv, 1, s, hd]).expand([b, nkv, rep, s, hd]).reshape([b, nh, s, hd])
+                t.reshape([b, nkv, 1, s, hd])
+                    .expand([b, nkv, rep, s, hd])
+                    .reshape([b, nh, s, hd])
             };
             (expand(k), expand(v))
         } else {
             (k, v)
         };
-        causal_attention(q, k, v).swap_dims(1, 2).reshape([b * s, nh * hd])
+        causal_attention(q, k, v)
+            .swap_dims(1, 2)
+            .reshape([b * s, nh * hd])
     }
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<2>, tap: &mut dyn Tap, at: TapPoint, down_at: TapPoint) -> Result<Tensor<2>> {
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        tap: &mut dyn Tap,
+        at: TapPoint,
+        down_at: TapPoint,
+    ) -> Result<Tensor<2>> {
         observe(tap, at, &x)?;
         let a = self.activation(x);
         observe(tap, down_at, &a)?;

@@ -145,7 +145,13 @@ impl Ends {
     pub fn new(embed: Matrix, norm: RmsNorm, head: Linear, device: &Device) -> Self {
         let (vocab, hidden) = (embed.rows, embed.cols);
         let embed = Tensor::<2>::from_data(TensorData::new(embed.data, [vocab, hidden]), device);
-        Self { embed, norm, head, vocab, hidden }
+        Self {
+            embed,
+            norm,
+            head,
+            vocab,
+            hidden,
+        }
     }
 
     /// Token ids `[batch][seq]` (all rows the same length) → hidden states `[batch, seq, hidden]`.

@@ -55,7 +55,12 @@ impl ModelRunner {
 
     /// Parameters of the model: block linears (by config shape) plus every other tensor stored.
     pub fn parameter_count(&self) -> u64 {
-        let linear: usize = self.arch.all_linears().iter().map(|s| s.rows * s.cols).sum();
+        let linear: usize = self
+            .arch
+            .all_linears()
+            .iter()
+            .map(|s| s.rows * s.cols)
+            .sum();
         let rest: usize = self
             .arch
             .passthrough_tensors(&self.store)

@@ -225,7 +225,8 @@ pub fn sections(r: &Report) -> Vec<Section> {
         ],
         vec![
             "linear bytes, most compact layout".into(),
-            t.bytes_linear_compact.map_or_else(|| "–".into(), |b| b.to_string()),
+            t.bytes_linear_compact
+                .map_or_else(|| "–".into(), |b| b.to_string()),
         ],
         vec!["size ratio (compact / before)".into(), opt(t.size_ratio())],
         vec!["wall time (s)".into(), fmt_num(t.seconds)],

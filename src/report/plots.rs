@@ -194,11 +194,7 @@ pub fn labelled_scatter(
         for (i, p) in pts.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(std::iter::once(Circle::new(
-                    (p.1, p.2),
-                    5,
-                    color.filled(),
-                )))
+                .draw_series(std::iter::once(Circle::new((p.1, p.2), 5, color.filled())))
                 .map_err(|e| err(e.to_string()))?;
         }
         // Labels in pixel space: right of the point (left of it near the right edge), moved down

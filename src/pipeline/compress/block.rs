@@ -46,21 +46,36 @@ pub struct BlockJob<'a> {
 }
 
 impl<'a> BlockJob<'a> {
-    pub fn new(weights: BlockWeights, steps: &'a [PlanStep], targeted: &'a [BTreeSet<String>], sdt: ScaleDtype) -> Self {
+    pub fn new(
+        weights: BlockWeights,
+        steps: &'a [PlanStep],
+        targeted: &'a [BTreeSet<String>],
+        sdt: ScaleDtype,
+    ) -> Self {
         let states = weights
             .linears
             .iter()
             .map(|(slot, m, _)| {
                 let st = LinearState {
                     original: m.clone(),
-                    current: CompressedLinear { weight: m.clone(), quant: None },
+                    current: CompressedLinear {
+                        weight: m.clone(),
+                        quant: None,
+                    },
                     methods: Vec::new(),
                     warnings: Vec::new(),
                 };
                 (slot.id.clone(), st)
             })
             .collect();
-        Self { weights, states, kept_inputs: BTreeMap::new(), steps, targeted, sdt }
+        Self {
+            weights,
+            states,
+            kept_inputs: BTreeMap::new(),
+            steps,
+            targeted,
+            sdt,
+        }
     }
 
     /// The block's weights with every linear's current (compressed so far) weight.
@@ -101,7 +116,12 @@ impl<'a> BlockJob<'a> {
     }
 
     /// Applies every step, in order, to the linears in `ids` with the gathered `stats`.
-    fn apply(&mut self, ids: &[LinearSlot], stats: &BTreeMap<TapPoint, InputStats>, progress: &dyn Progress) -> Result<()> {
+    fn apply(
+        &mut self,
+        ids: &[LinearSlot],
+        stats: &BTreeMap<TapPoint, InputStats>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         for (step, targets) in self.steps.iter().zip(self.targeted) {
             for slot in ids.iter().filter(|s| targets.contains(&s.id)) {
                 let st = self
@@ -109,15 +129,24 @@ impl<'a> BlockJob<'a> {
                     .get_mut(&slot.id)
                     .ok_or_else(|| PareError::Usage(format!("no state for {}", slot.id)))?;
                 let point_stats = stats.get(&tap_point(&slot.id));
-                let (cl, warnings) = step.method.apply(&slot.id, &st.current.weight, point_stats, self.sdt)?;
+                let (cl, warnings) =
+                    step.method
+                        .apply(&slot.id, &st.current.weight, point_stats, self.sdt)?;
                 for w in &warnings {
                     progress.warn(&format!("{}: {w}", slot.id));
                 }
                 // A later pruning step invalidates an earlier quantisation's integers.
                 let quant = cl.quant.or_else(|| {
-                    if cl.weight == st.current.weight { st.current.quant.take() } else { None }
+                    if cl.weight == st.current.weight {
+                        st.current.quant.take()
+                    } else {
+                        None
+                    }
                 });
-                st.current = CompressedLinear { weight: cl.weight, quant };
+                st.current = CompressedLinear {
+                    weight: cl.weight,
+                    quant,
+                };
                 st.methods.push(step.name.clone());
                 st.warnings.extend(warnings);
             }
@@ -133,7 +162,9 @@ impl<'a> BlockJob<'a> {
         }
         if all_points {
             for (s, _, _) in &self.weights.linears {
-                points.entry(tap_point(&s.id)).or_insert((s.cols, Needs::NONE));
+                points
+                    .entry(tap_point(&s.id))
+                    .or_insert((s.cols, Needs::NONE));
             }
         }
         StatsTap::new(points, ERROR_TOKENS)
@@ -148,13 +179,28 @@ impl<'a> BlockJob<'a> {
         progress: &dyn Progress,
     ) -> Result<()> {
         let mut cache: Vec<Tensor<2>> = Vec::with_capacity(hidden.len());
-        for point in [TapPoint::AttnIn, TapPoint::AttnOutIn, TapPoint::MlpIn, TapPoint::MlpDownIn] {
-            let block = runner.arch.build_block(&self.current_weights(), &runner.device)?;
+        for point in [
+            TapPoint::AttnIn,
+            TapPoint::AttnOutIn,
+            TapPoint::MlpIn,
+            TapPoint::MlpDownIn,
+        ] {
+            let block = runner
+                .arch
+                .build_block(&self.current_weights(), &runner.device)?;
             let crate::model::Ffn::Dense(mlp) = &block.ffn else {
-                return Err(PareError::Usage("staged compression needs a dense MLP".into()));
+                return Err(PareError::Usage(
+                    "staged compression needs a dense MLP".into(),
+                ));
             };
             let ids = self.group(Some(point));
-            let d_in = self.weights.linears.iter().find(|(s, _, _)| tap_point(&s.id) == point).map(|(s, _, _)| s.cols).unwrap_or(0);
+            let d_in = self
+                .weights
+                .linears
+                .iter()
+                .find(|(s, _, _)| tap_point(&s.id) == point)
+                .map(|(s, _, _)| s.cols)
+                .unwrap_or(0);
             let needs = self.needs_of(&ids);
             let mut tap = StatsTap::new(BTreeMap::from([(point, (d_in, needs))]), ERROR_TOKENS);
             for (i, h) in hidden.iter().enumerate() {
@@ -182,13 +228,20 @@ impl<'a> BlockJob<'a> {
             self.apply(&ids, &stats, progress)?;
         }
         // The block's output from the fully compressed block.
-        let block = runner.arch.build_block(&self.current_weights(), &runner.device)?;
+        let block = runner
+            .arch
+            .build_block(&self.current_weights(), &runner.device)?;
         let crate::model::Ffn::Dense(mlp) = &block.ffn else {
-            return Err(PareError::Usage("staged compression needs a dense MLP".into()));
+            return Err(PareError::Usage(
+                "staged compression needs a dense MLP".into(),
+            ));
         };
         for (h, h1) in hidden.iter_mut().zip(cache) {
             let [b, s, d] = h.dims();
-            let out = h1.clone() + mlp.down.forward(mlp.activation(block.post_norm.forward(h1)));
+            let out = h1.clone()
+                + mlp
+                    .down
+                    .forward(mlp.activation(block.post_norm.forward(h1)));
             *h = out.reshape([b, s, d]);
         }
         Ok(())
@@ -223,7 +276,11 @@ impl<'a> BlockJob<'a> {
             self.kept_inputs = kept;
             self.apply(&ids, &stats, progress)?;
         }
-        let next = if propagate_compressed { self.current_weights() } else { self.weights.clone() };
+        let next = if propagate_compressed {
+            self.current_weights()
+        } else {
+            self.weights.clone()
+        };
         let block = runner.arch.build_block(&next, &runner.device)?;
         for h in hidden.iter_mut() {
             *h = block.forward(h.clone(), rope, &mut NoTap)?;

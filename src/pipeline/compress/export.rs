@@ -96,7 +96,10 @@ impl ExportState {
                 checkpoint::encode_dense(key, w, self.dtype)?
             }
         };
-        self.bytes_after += tensors.iter().map(|(_, t)| t.bytes.len() as u64).sum::<u64>();
+        self.bytes_after += tensors
+            .iter()
+            .map(|(_, t)| t.bytes.len() as u64)
+            .sum::<u64>();
         self.bytes_compact += compact_bytes(cl, dtype_bytes(self.dtype));
         Ok(tensors)
     }
@@ -182,7 +185,11 @@ pub fn compact_bytes(cl: &CompressedLinear, elem: u64) -> u64 {
         let bits = q.scheme.bits as u64;
         let groups = q.scheme.n_groups(w.cols) as u64;
         let packed = rows * (cols * bits).div_ceil(32) * 4;
-        let zp = if q.zero_points.is_some() { (rows * bits).div_ceil(32) * 4 * groups } else { 0 };
+        let zp = if q.zero_points.is_some() {
+            (rows * bits).div_ceil(32) * 4 * groups
+        } else {
+            0
+        };
         return packed + rows * groups * elem + zp + 16;
     }
     let dense = rows * cols * elem;

@@ -14,9 +14,9 @@ use super::progress::Progress;
 use super::runner::ModelRunner;
 use super::stats_tap::relative_error;
 use crate::arch::tap_point;
-use crate::config::ArchKind;
 use crate::calib::CalibrationSet;
 use crate::checkpoint::{CheckpointWriter, OutTensor};
+use crate::config::ArchKind;
 use crate::error::{PareError, Result};
 use crate::model::Rope;
 use crate::recipe::{CalibSource, Plan, Propagate};
@@ -83,8 +83,11 @@ pub fn compress(
         .iter()
         .map(|c| runner.ends.embed(c))
         .collect::<Result<_>>()?;
-    let targeted: Vec<BTreeSet<String>> =
-        plan.steps.iter().map(|s| s.targets.iter().cloned().collect()).collect();
+    let targeted: Vec<BTreeSet<String>> = plan
+        .steps
+        .iter()
+        .map(|s| s.targets.iter().cloned().collect())
+        .collect();
     let mut report = Report::default();
     let mut forward_seconds = 0.0;
     let mut export_state = export::ExportState::new(plan, dtype);
@@ -97,14 +100,27 @@ pub fn compress(
             .read_block(&runner.store, b, runner.qcfg.as_ref())?;
         let mut job = BlockJob::new(weights, &plan.steps, &targeted, sdt);
         let t_fwd = Instant::now();
-        let staged = cfg.kind == ArchKind::Llama && plan.propagate == Propagate::Compressed && job.needs_data();
+        let staged = cfg.kind == ArchKind::Llama
+            && plan.propagate == Propagate::Compressed
+            && job.needs_data();
         if staged {
             job.run_staged(runner, &mut hidden, &rope, progress)?;
         } else {
-            job.run_two_pass(runner, &mut hidden, &rope, plan.propagate == Propagate::Compressed, progress)?;
+            job.run_two_pass(
+                runner,
+                &mut hidden,
+                &rope,
+                plan.propagate == Propagate::Compressed,
+                progress,
+            )?;
         }
         forward_seconds += t_fwd.elapsed().as_secs_f64();
-        let BlockJob { weights, states, kept_inputs, .. } = job;
+        let BlockJob {
+            weights,
+            states,
+            kept_inputs,
+            ..
+        } = job;
         // Report rows and the error measurement against the original weights.
         for (slot, _, _) in &weights.linears {
             let Some(st) = states.get(&slot.id) else {
