@@ -49,7 +49,7 @@ impl ModelRunner {
             ends,
             device: device.clone(),
             resident: None,
-            batch: 8,
+            batch: 4,
         })
     }
 
