@@ -188,11 +188,7 @@ impl<'a> BlockJob<'a> {
             let block = runner
                 .arch
                 .build_block(&self.current_weights(), &runner.device)?;
-            let crate::model::Ffn::Dense(mlp) = &block.ffn else {
-                return Err(PareError::Usage(
-                    "staged compression needs a dense MLP".into(),
-                ));
-            };
+            let mlp = dense_mlp(&block)?;
             let ids = self.group(Some(point));
             let d_in = self
                 .weights
@@ -231,11 +227,7 @@ impl<'a> BlockJob<'a> {
         let block = runner
             .arch
             .build_block(&self.current_weights(), &runner.device)?;
-        let crate::model::Ffn::Dense(mlp) = &block.ffn else {
-            return Err(PareError::Usage(
-                "staged compression needs a dense MLP".into(),
-            ));
-        };
+        let mlp = dense_mlp(&block)?;
         for (h, h1) in hidden.iter_mut().zip(cache) {
             let [b, s, d] = h.dims();
             let out = h1.clone()
@@ -286,5 +278,15 @@ impl<'a> BlockJob<'a> {
             *h = block.forward(h.clone(), rope, &mut NoTap)?;
         }
         Ok(())
+    }
+}
+
+/// The dense MLP of a block (staged compression is only chosen for dense blocks).
+fn dense_mlp(block: &crate::model::DecoderBlock) -> Result<&crate::model::Mlp> {
+    match &block.ffn {
+        crate::model::Ffn::Dense(mlp) => Ok(mlp),
+        crate::model::Ffn::Moe(_) => Err(PareError::Usage(
+            "staged compression needs a dense MLP".into(),
+        )),
     }
 }
