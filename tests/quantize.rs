@@ -136,46 +136,38 @@ fn two_of_four_survives_gptq_and_reads_back() {
     }
 }
 
-#[test]
-fn group_size_that_does_not_divide_is_an_error_naming_the_layer() {
+/// Compresses `model` with a one-step recipe that must be refused: exit code 2, an error that
+/// contains every `expected` fragment, and no output folder.
+fn assert_refused(model: &Path, name: &str, step: &str, expected: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
-    let model = PathBuf::from(SHARED).join("models/tiny-llama");
-    let recipe = write_recipe(
-        tmp.path(),
-        "g128",
-        "  - rtn: { format: int4-g128-sym }",
-        "pack-quantized",
-    );
+    let recipe = write_recipe(tmp.path(), name, step, "pack-quantized");
     let out = tmp.path().join("out");
-    let o = compress(&model, &recipe, &out);
+    let o = compress(model, &recipe, &out);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("blocks.0.attn.q") && err.contains("320") && err.contains("g128.yaml"),
-        "{err}"
-    );
+    for e in expected {
+        assert!(err.contains(e), "missing `{e}` in: {err}");
+    }
     assert!(!out.exists());
 }
 
 #[test]
+fn group_size_that_does_not_divide_is_an_error_naming_the_layer() {
+    let model = PathBuf::from(SHARED).join("models/tiny-llama");
+    let step = "  - rtn: { format: int4-g128-sym }";
+    assert_refused(
+        &model,
+        "g128",
+        step,
+        &["blocks.0.attn.q", "320", "g128.yaml"],
+    );
+}
+
+#[test]
 fn unknown_format_suggests_a_known_one() {
-    let tmp = tempfile::tempdir().unwrap();
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/stories260k");
-    let recipe = write_recipe(
-        tmp.path(),
-        "bad",
-        "  - rtn: { format: int3-ch-sym }",
-        "pack-quantized",
-    );
-    let out = tmp.path().join("out");
-    let o = compress(&model, &recipe, &out);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("int3-ch-sym") && err.contains("bad.yaml"),
-        "{err}"
-    );
-    assert!(!out.exists());
+    let step = "  - rtn: { format: int3-ch-sym }";
+    assert_refused(&model, "bad", step, &["int3-ch-sym", "bad.yaml"]);
 }
 
 #[test]
