@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::calib::CalibrationSet;
 use crate::checkpoint::{self, Dtype, OutTensor};
 use crate::compress::quant::ScaleDtype;
-use crate::compress::{CompressedLinear, QuantScheme};
+use crate::compress::{CompressedLinear, Method, QuantScheme};
 use crate::error::{PareError, Result};
 use crate::recipe::{ExportFormat, Plan};
 
@@ -37,6 +37,11 @@ pub struct ExportState {
     format: ExportFormat,
     dtype: Dtype,
     groups: Vec<(QuantScheme, Vec<String>)>,
+    /// Per entry of `groups`: produced by GPTQ with `actorder: static` (written as
+    /// `"actorder": "static"`, as llm-compressor does; RTN/FineQuant groups keep `null`).
+    static_order: Vec<bool>,
+    /// Canonical ids that a GPTQ step with act-order targets.
+    gptq_ordered: std::collections::BTreeSet<String>,
     unquantised: Vec<String>,
     sparse_targets: Vec<String>,
     zeros: u64,
@@ -52,6 +57,13 @@ impl ExportState {
             format: plan.export.format,
             dtype,
             groups: Vec::new(),
+            static_order: Vec::new(),
+            gptq_ordered: plan
+                .steps
+                .iter()
+                .filter(|s| matches!(s.method, Method::Gptq { actorder: true, .. }))
+                .flat_map(|s| s.targets.iter().cloned())
+                .collect(),
             unquantised: Vec::new(),
             sparse_targets: Vec::new(),
             zeros: 0,
@@ -76,9 +88,18 @@ impl ExportState {
         self.bytes_before += w.data.len() as u64 * dtype_bytes(self.dtype);
         let tensors = match (self.format, compressed, &cl.quant) {
             (ExportFormat::PackQuantized, true, Some(q)) => {
-                match self.groups.iter_mut().find(|(s, _)| *s == q.scheme) {
-                    Some((_, mods)) => mods.push(key.to_string()),
-                    None => self.groups.push((q.scheme, vec![key.to_string()])),
+                let ordered = self.gptq_ordered.contains(id);
+                let found = self
+                    .groups
+                    .iter()
+                    .zip(&self.static_order)
+                    .position(|((s, _), o)| *s == q.scheme && *o == ordered);
+                match found {
+                    Some(i) => self.groups[i].1.push(key.to_string()),
+                    None => {
+                        self.groups.push((q.scheme, vec![key.to_string()]));
+                        self.static_order.push(ordered);
+                    }
                 }
                 checkpoint::encode_pack_quantized(key, q, w.rows, w.cols, self.dtype)?
             }
@@ -142,7 +163,15 @@ impl ExportState {
             ExportFormat::PackQuantized if !self.groups.is_empty() => {
                 let mut ignore = vec!["lm_head".to_string()];
                 ignore.extend(self.unquantised.iter().cloned());
-                let q = checkpoint::quantization_config_json(&self.groups, &ignore, CT_VERSION);
+                let mut q = checkpoint::quantization_config_json(&self.groups, &ignore, CT_VERSION);
+                for (i, ordered) in self.static_order.iter().enumerate() {
+                    if let Some(w) = q
+                        .pointer_mut(&format!("/config_groups/group_{i}/weights/actorder"))
+                        .filter(|_| *ordered)
+                    {
+                        *w = json!("static");
+                    }
+                }
                 obj.insert("quantization_config".into(), q);
             }
             ExportFormat::SparseBitmask | ExportFormat::Sparse24Bitmask
