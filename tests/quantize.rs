@@ -119,6 +119,13 @@ fn two_of_four_survives_gptq_and_reads_back() {
     let out = tmp.path().join("out");
     let o = compress(&model, &recipe, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let weights = &cfg["quantization_config"]["config_groups"]["group_0"]["weights"];
+    assert_eq!(
+        weights["actorder"], "static",
+        "GPTQ writes llm-compressor's act-order: {weights}"
+    );
     let o = pare()
         .args(["--json", "inspect"])
         .arg(&out)
