@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pare::report::Report;
-use pare::report::markdown::fmt_num;
+use pare::report::markdown::{fmt_num, rendered_numbers};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -29,20 +29,6 @@ fn compressed(dir: &Path) -> PathBuf {
         String::from_utf8_lossy(&o.stderr)
     );
     out
-}
-
-/// Every number under a JSON value, formatted as the report renderer formats it.
-fn numbers(v: &serde_json::Value, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::Number(n) => out.push(match (n.as_u64(), n.as_f64()) {
-            (Some(u), _) => u.to_string(),
-            (None, Some(f)) => fmt_num(f),
-            _ => n.to_string(),
-        }),
-        serde_json::Value::Array(a) => a.iter().for_each(|x| numbers(x, out)),
-        serde_json::Value::Object(m) => m.values().for_each(|x| numbers(x, out)),
-        _ => {}
-    }
 }
 
 /// The trimmed contents of every `<text …>…</text>` element.
@@ -196,7 +182,7 @@ fn report_html_shows_every_quality_number_and_renders() {
     }
     let v: serde_json::Value = serde_json::from_str(&json_text).unwrap();
     let mut nums = vec![];
-    numbers(&v["quality"], &mut nums);
+    rendered_numbers(&v["quality"], &mut nums);
     assert!(nums.len() > 50, "{} quality numbers", nums.len());
     for n in &nums {
         assert!(html.contains(n.as_str()), "report.html lacks {n}");

@@ -342,6 +342,22 @@ impl Report {
     }
 }
 
+/// Every number under a JSON value, formatted as the renderers print it (integers as written,
+/// floats with [`fmt_num`]). Lets a check confirm that report.json, report.md and report.html
+/// carry the same numbers.
+pub fn rendered_numbers(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Number(n) => out.push(match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => u.to_string(),
+            (None, Some(f)) => fmt_num(f),
+            _ => n.to_string(),
+        }),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| rendered_numbers(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| rendered_numbers(x, out)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -217,19 +217,6 @@ pub(crate) mod tests {
         }
     }
 
-    fn numbers(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Number(n) => out.push(match (n.as_u64(), n.as_f64()) {
-                (Some(u), _) => u.to_string(),
-                (None, Some(f)) => fmt_num(f),
-                _ => n.to_string(),
-            }),
-            serde_json::Value::Array(a) => a.iter().for_each(|x| numbers(x, out)),
-            serde_json::Value::Object(m) => m.values().for_each(|x| numbers(x, out)),
-            _ => {}
-        }
-    }
-
     #[test]
     fn every_json_number_is_in_markdown_and_html() {
         let r = sample_report();
@@ -237,7 +224,7 @@ pub(crate) mod tests {
         let md = r.to_markdown();
         let html = r.to_html().unwrap();
         let mut nums = vec![];
-        numbers(&serde_json::from_str(&json).unwrap(), &mut nums);
+        markdown::rendered_numbers(&serde_json::from_str(&json).unwrap(), &mut nums);
         assert!(nums.len() > 80, "{}", nums.len());
         for n in &nums {
             assert!(md.contains(n.as_str()), "markdown lacks {n}");
