@@ -70,8 +70,8 @@ fn parity_with_llm_compressor_on_stories260k() {
         let r = reference["perplexity"][key].as_f64().unwrap();
         eprintln!("parity {name}: pare {p:.4}, llm-compressor {r:.4}");
         assert!(
-            p.is_finite() && p <= r * 1.02,
-            "{name}: ppl {p} > {r} × 1.02"
+            p.is_finite() && p <= r * 1.01,
+            "{name}: ppl {p} > {r} × 1.01"
         );
         // Sanity of the protocol: the base perplexity is the reference's dense perplexity.
         let base = report["quality"]["base_perplexity"]["ppl"]
@@ -87,11 +87,13 @@ fn parity_with_llm_compressor_on_stories260k() {
         assert!(linears.iter().all(|l| l["rel_error"].as_f64().is_some()));
         got.insert(name, (p, r));
     }
-    // Same algorithm with no freedom (data-free or fully specified): pare matches within 2%.
-    for name in ["magnitude-50", "rtn-int4", "gptq-int4"] {
+    // Data-free methods have no freedom: pare matches within 1%. (GPTQ's default is the
+    // true-sequential ordering, which beats the reference's; `sequential_block_*` checks the
+    // reference ordering itself.)
+    for name in ["magnitude-50", "rtn-int4"] {
         let (p, r) = got[name];
         assert!(
-            (p / r - 1.0).abs() < 0.02,
+            (p / r - 1.0).abs() < 0.01,
             "{name}: ppl {p} vs reference {r}"
         );
     }

@@ -27,11 +27,11 @@ use crate::error::{PareError, Result};
 
 pub use plan::{
     CalibSource, CalibrationPlan, EvalPlan, ExportFormat, ExportPlan, Plan, PlanStep, Propagate,
-    parse_size, resolve,
+    Sequential, parse_size, resolve,
 };
 pub use schema::{
     ActOrderSpec, CalibrationSpec, EvalSpec, ExportFormatSpec, ExportSpec, FineQuantSpec, GptqSpec,
-    PropagateSpec, PruneSpec, Recipe, RtnSpec, SparseGptSpec, Step,
+    PropagateSpec, PruneSpec, Recipe, RtnSpec, SequentialSpec, SparseGptSpec, Step,
 };
 
 /// Reads and parses the recipe at `path` (stage 1 only).

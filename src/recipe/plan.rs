@@ -10,7 +10,9 @@ use crate::arch::LinearSlot;
 use crate::compress::formats;
 use crate::compress::{Method, NofM, QuantScheme};
 use crate::error::{PareError, Result};
-use crate::recipe::schema::{CalibrationSpec, EvalSpec, ExportFormatSpec, PropagateSpec, Recipe};
+use crate::recipe::schema::{
+    CalibrationSpec, EvalSpec, ExportFormatSpec, PropagateSpec, Recipe, SequentialSpec,
+};
 use crate::recipe::steps;
 
 /// Calibration sequences drawn when the recipe gives no `samples`.
@@ -38,6 +40,7 @@ pub struct Plan {
     pub calibration: CalibrationPlan,
     pub steps: Vec<PlanStep>,
     pub propagate: Propagate,
+    pub sequential: Sequential,
     pub export: ExportPlan,
     pub eval: Option<EvalPlan>,
 }
@@ -97,6 +100,33 @@ impl PlanStep {
             | Method::Wanda { pattern, .. }
             | Method::SparseGpt { pattern, .. } => pattern,
             _ => None,
+        }
+    }
+}
+
+/// How a block's linears are calibrated (recipe key `sequential`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sequential {
+    /// Every linear of the block is calibrated on one pass of the dense block, then all are
+    /// compressed and the compressed block is re-run (llm-compressor, the Wanda and SparseGPT
+    /// references without `--true-sequential`). About two block forwards.
+    Block,
+    /// True-sequential: q/k/v, then o, then gate/up, then down; each group is calibrated on the
+    /// inputs produced by the already compressed groups before it (the GPTQ and SparseGPT
+    /// scripts' `--true-sequential`). About one block forward.
+    Linear,
+}
+
+impl Sequential {
+    /// The default for `steps`: `block` when any step prunes (the reference ordering wins for
+    /// pruning on stories260k and tiny-llama, see the README's table), `linear` otherwise (it
+    /// wins for GPTQ).
+    pub fn default_for(steps: &[PlanStep]) -> Sequential {
+        if steps.iter().any(|s| !s.quantises()) {
+            Sequential::Block
+        } else {
+            Sequential::Linear
         }
     }
 }
@@ -162,6 +192,18 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
         Some(PropagateSpec::Original) => Propagate::Original,
         _ => Propagate::Compressed,
     };
+    let sequential = match recipe.sequential {
+        Some(SequentialSpec::Block) => Sequential::Block,
+        Some(SequentialSpec::Linear) => Sequential::Linear,
+        None if propagate == Propagate::Original => Sequential::Block,
+        None => Sequential::default_for(&steps),
+    };
+    if sequential == Sequential::Linear && propagate == Propagate::Original {
+        return Err(ctx.err(
+            "sequential",
+            "`sequential: linear` calibrates each linear group on the compressed groups before it, which needs `propagate: compressed`; use `sequential: block` with `propagate: original`",
+        ));
+    }
     let export_spec = recipe.export.clone().unwrap_or_default();
     let format = resolve_export_format(&ctx, export_spec.format, &steps)?;
     let max_shard_bytes = match &export_spec.max_shard_size {
@@ -179,6 +221,7 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
         calibration,
         steps,
         propagate,
+        sequential,
         export: ExportPlan {
             format,
             max_shard_bytes,

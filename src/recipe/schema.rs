@@ -41,6 +41,17 @@ pub struct Recipe {
         deserialize_with = "de_propagate"
     )]
     pub propagate: Option<PropagateSpec>,
+    /// How statistics are gathered inside a block: `block` (every linear calibrated on the dense
+    /// block's inputs, then the block compressed at once: the llm-compressor and Wanda reference
+    /// ordering) or `linear` (true-sequential: q/k/v, then o, then gate/up, then down, each group
+    /// calibrated on the already compressed groups before it). Default: `block` when any step
+    /// prunes, `linear` otherwise.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_sequential"
+    )]
+    pub sequential: Option<SequentialSpec>,
     /// Output format and shard size.
     #[serde(
         default,
@@ -211,6 +222,14 @@ pub enum PropagateSpec {
     Original,
 }
 
+/// `sequential:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SequentialSpec {
+    Block,
+    Linear,
+}
+
 /// `export:`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -290,6 +309,7 @@ macro_rules! tracked_field {
 
 tracked_field!(de_calibration, "calibration", CalibrationSpec);
 tracked_field!(de_propagate, "propagate", Option<PropagateSpec>);
+tracked_field!(de_sequential, "sequential", Option<SequentialSpec>);
 tracked_field!(de_export, "export", Option<ExportSpec>);
 tracked_field!(de_eval, "eval", Option<EvalSpec>);
 

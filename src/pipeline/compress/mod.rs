@@ -19,7 +19,7 @@ use crate::checkpoint::{CheckpointWriter, OutTensor};
 use crate::config::ArchKind;
 use crate::error::{PareError, Result};
 use crate::model::Rope;
-use crate::recipe::{CalibSource, Plan, Propagate};
+use crate::recipe::{CalibSource, Plan, Propagate, Sequential};
 use crate::report::{BlockTiming, CalibrationInfo, LinearReport, Report};
 
 mod block;
@@ -101,6 +101,7 @@ pub fn compress(
         let mut job = BlockJob::new(weights, &plan.steps, &targeted, sdt);
         let t_fwd = Instant::now();
         let staged = cfg.kind == ArchKind::Llama
+            && plan.sequential == Sequential::Linear
             && plan.propagate == Propagate::Compressed
             && job.needs_data();
         if staged {
