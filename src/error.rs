@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::id::LinearId;
+
 /// Result alias used across the library.
 pub type Result<T, E = PareError> = std::result::Result<T, E>;
 
@@ -35,6 +37,18 @@ pub enum PareError {
     /// Numerical failure that could not be recovered (e.g. Cholesky after all retries).
     #[error("{0}")]
     Numerical(String),
+
+    /// A broken internal invariant: a bug in pare, not something the user can fix.
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    /// An error while compressing one linear layer, which it names.
+    #[error("{id}: {source}")]
+    Layer {
+        id: LinearId,
+        #[source]
+        source: Box<PareError>,
+    },
 }
 
 impl PareError {
@@ -67,10 +81,23 @@ impl PareError {
         }
     }
 
-    /// Process exit code: 2 for anything the user can fix (input, recipe, I/O, usage), 1 otherwise.
+    /// The same error, attributed to layer `id` (unless it already names a layer).
+    pub fn in_layer(self, id: LinearId) -> Self {
+        match self {
+            e @ PareError::Layer { .. } => e,
+            e => PareError::Layer {
+                id,
+                source: Box::new(e),
+            },
+        }
+    }
+
+    /// Process exit code: 2 for anything the user can fix (input, recipe, I/O, usage), 1 for a
+    /// numerical failure or an internal fault.
     pub fn exit_code(&self) -> i32 {
         match self {
-            PareError::Numerical(_) => 1,
+            PareError::Numerical(_) | PareError::Internal(_) => 1,
+            PareError::Layer { source, .. } => source.exit_code(),
             _ => 2,
         }
     }

@@ -20,8 +20,16 @@ pub struct LinearInfo {
     pub shape: [usize; 2],
     /// Fraction of exact zeros in the (dequantised) weight.
     pub zeros: f64,
-    /// Every aligned group of 4 input columns has at most 2 non-zeros.
+    /// Every aligned group of 4 input columns has at most 2 non-zeros (and d_in is a multiple
+    /// of 4).
     pub is_2of4: bool,
+    /// `"2:4"` or `"4:8"`: the N:M pattern (keep N of M) every *whole* aligned group of M
+    /// columns satisfies (2:4 checked first), when the layer is at least 50% sparse that way.
+    pub n_of_m: Option<String>,
+    /// With `n_of_m`: the columns at the end of each row outside the whole groups (d_in mod M),
+    /// when there are any. The layer is then not exactly N:M (pare keeps `ceil(len·N/M)` of
+    /// such a tail group).
+    pub n_of_m_tail: Option<usize>,
     /// `dense`, `pack-quantized`, `sparse-bitmask` or `sparse-24-bitmask`.
     pub format: String,
     /// Stored bytes of this linear's tensors.
@@ -93,12 +101,15 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         let nf = w.non_finite();
         non_finite += nf;
         linear_bytes += bytes;
+        let (n_of_m, n_of_m_tail) = n_of_m_of(&w);
         linears.push(LinearInfo {
-            id: slot.id,
+            id: slot.id.to_string(),
             key: slot.key,
             shape: [slot.rows, slot.cols],
             zeros: w.sparsity(),
             is_2of4: w.satisfies_n_of_m(2, 4),
+            n_of_m,
+            n_of_m_tail,
             format: format.to_string(),
             bytes,
             bits_per_weight: bytes as f64 * 8.0 / (slot.rows * slot.cols) as f64,
@@ -138,6 +149,27 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     })
 }
 
+/// The first of 2:4 and 4:8 that every whole aligned group of `w` satisfies, and the tail width
+/// when d_in is not a multiple of M.
+fn n_of_m_of(w: &crate::Matrix) -> (Option<String>, Option<usize>) {
+    for (n, m) in [(2usize, 4usize), (4, 8)] {
+        let whole = w.cols / m * m;
+        if whole == 0 || w.sparsity() < 0.5 - 1e-9 {
+            continue;
+        }
+        let ok = (0..w.rows).all(|r| {
+            w.row(r)[..whole]
+                .chunks(m)
+                .all(|g| g.iter().filter(|v| **v != 0.0).count() <= n)
+        });
+        if ok {
+            let tail = w.cols - whole;
+            return (Some(format!("{n}:{m}")), (tail > 0).then_some(tail));
+        }
+    }
+    (None, None)
+}
+
 impl std::fmt::Display for Inspection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "model         {}", self.dir)?;
@@ -170,17 +202,22 @@ impl std::fmt::Display for Inspection {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<32} {:>12} {:>7} {:>5} {:>18} {:>6}",
-            "linear", "shape", "zeros", "2:4", "format", "bits"
+            "{:<32} {:>12} {:>7} {:>13} {:>18} {:>6}",
+            "linear", "shape", "zeros", "N:M", "format", "bits"
         )?;
         for l in &self.linears {
+            let nm = match (&l.n_of_m, l.n_of_m_tail) {
+                (Some(p), None) => p.clone(),
+                (Some(p), Some(t)) => format!("{p}+tail {t}"),
+                (None, _) => "-".to_string(),
+            };
             writeln!(
                 f,
-                "{:<32} {:>12} {:>6.1}% {:>5} {:>18} {:>6.2}{}",
+                "{:<32} {:>12} {:>6.1}% {:>13} {:>18} {:>6.2}{}",
                 l.id,
                 format!("{}x{}", l.shape[0], l.shape[1]),
                 l.zeros * 100.0,
-                if l.is_2of4 { "yes" } else { "no" },
+                nm,
                 l.format,
                 l.bits_per_weight,
                 if l.non_finite > 0 {

@@ -4,6 +4,7 @@
 //! code. Data flow (see README): checkpoint → plan → calibration → block loop with compressors →
 //! writer → evaluation → report.
 
+pub mod allocate;
 pub mod arch;
 pub mod calib;
 pub mod checkpoint;
@@ -13,12 +14,14 @@ pub mod compress;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod id;
 pub mod inspect;
 pub mod matrix;
 pub mod model;
 pub mod pipeline;
 pub mod recipe;
 pub mod report;
+pub mod stats;
 pub mod tokenizer;
 
 pub use error::{PareError, Result};

@@ -140,24 +140,19 @@ fn recipe_errors_name_the_file_and_key() {
             &["n-eq-m.yaml", "steps[0].sparsegpt.pattern", "4:4"],
         ),
         (
-            "m-not-dividing.yaml",
-            // d_in 64 is not a multiple of 3 either; restrict to the MLP down (d_in 172).
-            "steps:\n  - wanda: { pattern: \"2:3\", targets: [\"blocks.*.mlp.down\"] }",
-            &[
-                "m-not-dividing.yaml",
-                "steps[0].wanda.pattern",
-                "172",
-                "multiple of 3",
-            ],
+            // N:M with a d_in that is not a multiple of M is accepted (a tail group, see
+            // tests/compress.rs), but M is limited to 64.
+            "m-too-wide.yaml",
+            "steps:\n  - wanda: { pattern: \"2:128\" }",
+            &["m-too-wide.yaml", "steps[0].wanda.pattern", "at most 64"],
         ),
         (
-            "m-not-dividing-any.yaml",
-            "steps:\n  - wanda: { pattern: \"2:3\" }",
+            "owl-lambda.yaml",
+            "steps:\n  - wanda: { sparsity: 0.05, profile: { owl: { lambda: 0.08 } } }",
             &[
-                "m-not-dividing-any.yaml",
-                "steps[0].wanda.pattern",
-                "64",
-                "multiple of 3",
+                "owl-lambda.yaml",
+                "steps[0].wanda.profile.owl.lambda",
+                "lambda < sparsity",
             ],
         ),
         (

@@ -9,8 +9,9 @@ use super::LinearSlot;
 use crate::checkpoint::{QuantizationConfig, TensorStore};
 use crate::config::{ArchKind, HfConfig};
 use crate::error::{PareError, Result};
+use crate::id::{LinearId, LinearRole, MlpPart};
 use crate::matrix::Matrix;
-use crate::model::{Attention, DecoderBlock, Ends, Ffn, Linear, Mlp, Moe, RmsNorm, TapPoint};
+use crate::model::{Attention, DecoderBlock, Ends, Ffn, Linear, Mlp, Moe, RmsNorm};
 
 /// Knows the tensor names of one architecture family.
 #[derive(Clone, Debug)]
@@ -25,26 +26,6 @@ pub struct BlockWeights {
     pub linears: Vec<(LinearSlot, Matrix, Option<Vec<f32>>)>,
     pub input_norm: Vec<f32>,
     pub post_norm: Vec<f32>,
-}
-
-/// Where the input of linear `id` is observed.
-pub fn tap_point(id: &str) -> TapPoint {
-    let parts: Vec<&str> = id.split('.').collect();
-    let last = parts.last().copied().unwrap_or("");
-    if let Some(pos) = parts.iter().position(|p| *p == "experts") {
-        let e = parts.get(pos + 1).and_then(|x| x.parse().ok()).unwrap_or(0);
-        return if last == "down" {
-            TapPoint::ExpertDownIn(e)
-        } else {
-            TapPoint::ExpertIn(e)
-        };
-    }
-    match (parts.get(2).copied(), last) {
-        (Some("attn"), "o") => TapPoint::AttnOutIn,
-        (Some("attn"), _) => TapPoint::AttnIn,
-        (_, "down") => TapPoint::MlpDownIn,
-        _ => TapPoint::MlpIn,
-    }
 }
 
 impl Architecture {
@@ -66,55 +47,34 @@ impl Architecture {
             c.intermediate_size,
         );
         let l = self.layer(b);
-        let slot = |id: String, key: String, rows, cols| LinearSlot {
-            id,
+        let slot = |role: LinearRole, key: String, rows, cols| LinearSlot {
+            id: LinearId::new(b, role),
             key,
-            block: b,
             rows,
             cols,
         };
         let mut v = vec![
-            slot(
-                format!("blocks.{b}.attn.q"),
-                format!("{l}.self_attn.q_proj"),
-                q,
-                h,
-            ),
-            slot(
-                format!("blocks.{b}.attn.k"),
-                format!("{l}.self_attn.k_proj"),
-                kv,
-                h,
-            ),
-            slot(
-                format!("blocks.{b}.attn.v"),
-                format!("{l}.self_attn.v_proj"),
-                kv,
-                h,
-            ),
-            slot(
-                format!("blocks.{b}.attn.o"),
-                format!("{l}.self_attn.o_proj"),
-                h,
-                q,
-            ),
+            slot(LinearRole::Q, format!("{l}.self_attn.q_proj"), q, h),
+            slot(LinearRole::K, format!("{l}.self_attn.k_proj"), kv, h),
+            slot(LinearRole::V, format!("{l}.self_attn.v_proj"), kv, h),
+            slot(LinearRole::O, format!("{l}.self_attn.o_proj"), h, q),
         ];
         match c.kind {
             ArchKind::Llama => {
                 v.push(slot(
-                    format!("blocks.{b}.mlp.gate"),
+                    LinearRole::Mlp(MlpPart::Gate),
                     format!("{l}.mlp.gate_proj"),
                     ffn,
                     h,
                 ));
                 v.push(slot(
-                    format!("blocks.{b}.mlp.up"),
+                    LinearRole::Mlp(MlpPart::Up),
                     format!("{l}.mlp.up_proj"),
                     ffn,
                     h,
                 ));
                 v.push(slot(
-                    format!("blocks.{b}.mlp.down"),
+                    LinearRole::Mlp(MlpPart::Down),
                     format!("{l}.mlp.down_proj"),
                     h,
                     ffn,
@@ -123,31 +83,17 @@ impl Architecture {
             ArchKind::Mixtral => {
                 let m = format!("{l}.block_sparse_moe");
                 v.push(slot(
-                    format!("blocks.{b}.moe.router"),
+                    LinearRole::Router,
                     format!("{m}.gate"),
                     c.num_experts,
                     h,
                 ));
                 for e in 0..c.num_experts {
                     let x = format!("{m}.experts.{e}");
-                    v.push(slot(
-                        format!("blocks.{b}.moe.experts.{e}.gate"),
-                        format!("{x}.w1"),
-                        ffn,
-                        h,
-                    ));
-                    v.push(slot(
-                        format!("blocks.{b}.moe.experts.{e}.up"),
-                        format!("{x}.w3"),
-                        ffn,
-                        h,
-                    ));
-                    v.push(slot(
-                        format!("blocks.{b}.moe.experts.{e}.down"),
-                        format!("{x}.w2"),
-                        h,
-                        ffn,
-                    ));
+                    let role = |part| LinearRole::Expert { index: e, part };
+                    v.push(slot(role(MlpPart::Gate), format!("{x}.w1"), ffn, h));
+                    v.push(slot(role(MlpPart::Up), format!("{x}.w3"), ffn, h));
+                    v.push(slot(role(MlpPart::Down), format!("{x}.w2"), h, ffn));
                 }
             }
         }
@@ -257,44 +203,51 @@ impl Architecture {
     /// Builds the burn block from host weights.
     pub fn build_block(&self, w: &BlockWeights, device: &Device) -> Result<DecoderBlock> {
         let c = &self.cfg;
-        let get = |suffix: &str| -> Result<(&Matrix, Option<&Vec<f32>>)> {
-            let id = format!("blocks.{}.{suffix}", w.block);
+        let get = |role: LinearRole| -> Result<(&Matrix, Option<&Vec<f32>>)> {
+            let id = LinearId::new(w.block, role);
             w.linears
                 .iter()
                 .find(|(s, _, _)| s.id == id)
                 .map(|(_, m, b)| (m, b.as_ref()))
                 .ok_or_else(|| {
-                    PareError::Usage(format!("block {}: linear `{id}` missing", w.block))
+                    PareError::Internal(format!("block {}: linear `{id}` missing", w.block))
                 })
         };
-        let one = |suffix: &str| -> Result<Linear> {
-            let (m, b) = get(suffix)?;
+        let one = |role: LinearRole| -> Result<Linear> {
+            let (m, b) = get(role)?;
             Ok(Linear::new(m, b.cloned(), device))
         };
-        let mlp = |prefix: &str| -> Result<Mlp> {
-            let gate = get(&format!("{prefix}.gate"))?;
+        let mlp = |role: &dyn Fn(MlpPart) -> LinearRole| -> Result<Mlp> {
+            let gate = get(role(MlpPart::Gate))?;
             Ok(Mlp {
-                gate_up: Linear::fused(&[gate, get(&format!("{prefix}.up"))?], device),
+                gate_up: Linear::fused(&[gate, get(role(MlpPart::Up))?], device),
                 ffn: gate.0.rows,
-                down: one(&format!("{prefix}.down"))?,
+                down: one(role(MlpPart::Down))?,
             })
         };
         let attn = Attention {
-            qkv: Linear::fused(&[get("attn.q")?, get("attn.k")?, get("attn.v")?], device),
-            o: one("attn.o")?,
+            qkv: Linear::fused(
+                &[
+                    get(LinearRole::Q)?,
+                    get(LinearRole::K)?,
+                    get(LinearRole::V)?,
+                ],
+                device,
+            ),
+            o: one(LinearRole::O)?,
             n_heads: c.num_heads,
             n_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
         };
         let ffn = match c.kind {
-            ArchKind::Llama => Ffn::Dense(mlp("mlp")?),
+            ArchKind::Llama => Ffn::Dense(mlp(&LinearRole::Mlp)?),
             ArchKind::Mixtral => {
                 let mut experts = Vec::with_capacity(c.num_experts);
                 for e in 0..c.num_experts {
-                    experts.push(mlp(&format!("moe.experts.{e}"))?);
+                    experts.push(mlp(&|part| LinearRole::Expert { index: e, part })?);
                 }
                 Ffn::Moe(Moe {
-                    router: one("moe.router")?,
+                    router: one(LinearRole::Router)?,
                     experts,
                     top_k: c.experts_per_token,
                 })

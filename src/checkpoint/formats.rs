@@ -111,12 +111,7 @@ pub fn encode_dense(prefix: &str, w: &Matrix, dtype: Dtype) -> Result<Vec<(Strin
 
 /// The weight rounded to `dtype` (what will be stored), so zero tests see stored values.
 fn rounded(w: &Matrix, dtype: Dtype) -> Vec<f32> {
-    use crate::compress::quant::ScaleDtype;
-    let dt = match dtype {
-        Dtype::BF16 => ScaleDtype::BF16,
-        Dtype::F16 => ScaleDtype::F16,
-        _ => ScaleDtype::F32,
-    };
+    let dt = crate::compress::quant::ScaleDtype::from(dtype);
     w.data.iter().map(|&v| dt.round(v)).collect()
 }
 

@@ -8,7 +8,6 @@ use crate::checkpoint::reader::{TensorStore, bytes_to_f32};
 use crate::compress::quant::ScaleDtype;
 use crate::error::{PareError, Result};
 use crate::matrix::Matrix;
-use safetensors::Dtype;
 
 impl TensorStore {
     fn shape_error(&self, name: &str, expected: &[usize], found: &[usize]) -> PareError {
@@ -98,11 +97,7 @@ impl TensorStore {
                 format!("tensor `{scale_name}` has dtype {sdt:?}; expected a float"),
             )
         })?;
-        let round = match sdt {
-            Dtype::BF16 => ScaleDtype::BF16,
-            Dtype::F16 => ScaleDtype::F16,
-            _ => ScaleDtype::F32,
-        };
+        let round = ScaleDtype::from(sdt);
         // [rows, n_groups], [rows, 1] (channel) or [1] / [] (tensor).
         let (srows, ngroups) = match sshape.as_slice() {
             [] | [1] => (1, 1),

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::compress::QuantScheme;
+use crate::compress::kit::rtn::quantize_rtn;
 use crate::compress::quant::ScaleDtype;
-use crate::compress::rtn::quantize_rtn;
 use crate::matrix::Matrix;
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared");
@@ -151,28 +151,28 @@ fn pack_quantized_roundtrip_symmetric_and_asymmetric() {
             group_size: gs,
             symmetric: sym,
         };
-        let cl = quantize_rtn(&m, scheme, dt).unwrap();
+        let (deq, q) = quantize_rtn(&m, scheme, dt).unwrap();
         let sdt = match dt {
             ScaleDtype::BF16 => Dtype::BF16,
             ScaleDtype::F16 => Dtype::F16,
             ScaleDtype::F32 => Dtype::F32,
         };
-        let t = encode_pack_quantized("b.o", cl.quant.as_ref().unwrap(), 7, 32, sdt).unwrap();
+        let t = encode_pack_quantized("b.o", &q, 7, 32, sdt).unwrap();
         assert_eq!(t.iter().any(|(n, _)| n == "b.o.weight_zero_point"), !sym);
         let (_d, s) = roundtrip(t, u64::MAX);
         let qcfg_value = quantization_config_json(&[(scheme, vec!["b.o".into()])], &[], "0.19.0");
         let qcfg = QuantizationConfig::from_config(&qcfg_value, Path::new("config.json")).unwrap();
         assert_eq!(
             s.read_linear("b.o", 7, 32, qcfg.as_ref()).unwrap(),
-            cl.weight,
+            deq,
             "{scheme:?}"
         );
         // Without a config the width is inferred from the packed shape.
-        assert_eq!(s.read_linear("b.o", 7, 32, None).unwrap(), cl.weight);
+        assert_eq!(s.read_linear("b.o", 7, 32, None).unwrap(), deq);
         let e = s.read_linear("b.o", 7, 16, None).unwrap_err().to_string();
         assert!(e.contains("weight_shape") && e.contains("[7, 16]"), "{e}");
     }
-    let q = quantize_rtn(
+    let (_, q) = quantize_rtn(
         &pseudo_random(2, 8, 1),
         QuantScheme {
             bits: 3,
@@ -182,7 +182,7 @@ fn pack_quantized_roundtrip_symmetric_and_asymmetric() {
         ScaleDtype::F32,
     )
     .unwrap();
-    assert!(encode_pack_quantized("c", q.quant.as_ref().unwrap(), 2, 8, Dtype::F32).is_err());
+    assert!(encode_pack_quantized("c", &q, 2, 8, Dtype::F32).is_err());
 }
 
 #[test]
@@ -458,10 +458,8 @@ fn rtn_matches_compressed_tensors_fixtures_byte_for_byte() {
         for p in &prefixes {
             let (shape, data) = base.read_f32(&format!("{p}.weight")).unwrap();
             let m = Matrix::from_vec(shape[0], shape[1], data);
-            let cl = quantize_rtn(&m, scheme, ScaleDtype::F32).unwrap();
-            let ours =
-                encode_pack_quantized(p, cl.quant.as_ref().unwrap(), m.rows, m.cols, Dtype::F32)
-                    .unwrap();
+            let (_, q) = quantize_rtn(&m, scheme, ScaleDtype::F32).unwrap();
+            let ours = encode_pack_quantized(p, &q, m.rows, m.cols, Dtype::F32).unwrap();
             let theirs: Vec<&str> = fx
                 .names()
                 .filter(|n| {

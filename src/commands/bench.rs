@@ -82,7 +82,7 @@ pub fn flops_per_token(runner: &ModelRunner, seq: usize) -> f64 {
         .iter()
         .map(|s| {
             // Experts: only top-k of them run per token.
-            if s.id.contains(".experts.") {
+            if s.id.role.is_expert() {
                 s.rows * s.cols * c.experts_per_token / c.num_experts.max(1)
             } else {
                 s.rows * s.cols

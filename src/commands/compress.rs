@@ -26,8 +26,6 @@ pub struct CompressRequest {
 pub struct Compressed {
     pub out: PathBuf,
     pub report: Report,
-    /// Seconds spent in pass-2 forwards (one plain forward of the calibration set).
-    pub forward_seconds: f64,
 }
 
 /// Reads and resolves a recipe against the opened model.
@@ -55,7 +53,8 @@ pub fn run_with(
             crate::eval::tasks::load_task(t)?;
         }
     }
-    let outcome = compress(runner, plan, recipe_text, out, force, progress)?;
+    let allocation = crate::pipeline::allocate(runner, plan, progress)?;
+    let outcome = compress(runner, plan, &allocation, recipe_text, out, force, progress)?;
     let mut report = outcome.report;
     let calibration = report.provenance.calibration.take();
     let recipe = report.provenance.recipe.take();
@@ -65,7 +64,6 @@ pub fn run_with(
     );
     report.provenance.calibration = calibration;
     report.provenance.recipe = recipe;
-    report.totals.forward_seconds = Some(outcome.forward_seconds);
     if let Some(e) = &plan.eval {
         let mut compressed = ModelRunner::open(&outcome.out, &runner.device)?;
         let mut base = ModelRunner::open(&runner.dir, &runner.device)?;
@@ -89,7 +87,6 @@ pub fn run_with(
     Ok(Compressed {
         out: outcome.out,
         report,
-        forward_seconds: outcome.forward_seconds,
     })
 }
 

@@ -1,24 +1,40 @@
-//! Compressors: pruning and quantisation methods, each in its own folder with orchestration
-//! (`mod.rs`) apart from pure math (`math.rs`).
+//! Compressors: pruning and quantisation methods, one folder each (`mod.rs`: the recipe `Spec`,
+//! the checked `Params` and the [`Compressor`] impl; `math.rs`: pure math tested on tiny
+//! matrices), listed once in [`registry`].
 //!
-//! A recipe step resolves to a [`Method`]; the block loop asks it what statistics it [`Needs`],
-//! gathers them once per linear input (q/k/v share theirs), then calls [`Method::apply`] for every
-//! targeted linear.
+//! The block loop asks each step's compressor what statistics it needs ([`Compressor::stats`]),
+//! gathers them once per tap point (q/k/v share theirs), then calls [`Compressor::compress`] for
+//! every targeted linear with a [`LinearInput`]: the original weight, the current one with its
+//! explicit mask and integer form, the block's statistics and the linear's allocated settings.
 
-pub mod apply;
 pub mod finequant;
 pub mod formats;
 pub mod gptq;
-pub mod hessian;
+pub mod kit;
 pub mod magnitude;
 pub mod quant;
+pub mod registry;
 pub mod rtn;
 pub mod sparsegpt;
+pub mod spec;
 pub mod timing;
 pub mod types;
 pub mod wanda;
 
-pub use types::{CompressedLinear, InputStats, Needs, QuantScheme, QuantizedWeight};
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use registry::{METHOD_NAMES, Method, MethodSpec, Step};
+pub use types::{
+    CompressedLinear, ExportHints, LinearInput, LinearOutput, Mask, QuantScheme, QuantizedWeight,
+};
+
+use serde::Serializer;
+
+use crate::allocate::Profiler;
+use crate::error::Result;
+use crate::id::LinearId;
+use crate::stats::StatSet;
 
 /// "Keep N of every M consecutive input columns" (the NVIDIA / compressed-tensors meaning:
 /// `2:4` keeps 2 of 4).
@@ -28,41 +44,46 @@ pub struct NofM {
     pub m: usize,
 }
 
-/// One resolved compression method with all its parameters checked.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Method {
-    /// Magnitude pruning: per-matrix threshold (unstructured) or per-row groups (N:M).
-    Magnitude {
-        sparsity: f32,
-        pattern: Option<NofM>,
-    },
-    /// Wanda: |W|·‖X_j‖₂ per output row.
-    Wanda {
-        sparsity: f32,
-        pattern: Option<NofM>,
-    },
-    /// SparseGPT: OBS with lazy blocks.
-    SparseGpt {
-        sparsity: f32,
-        pattern: Option<NofM>,
-        block_size: usize,
-        dampening: f32,
-    },
-    /// Round-to-nearest, min-max, data-free.
-    Rtn { scheme: QuantScheme },
-    /// FineQuant: data-free, per-matrix adaptive group size.
-    FineQuant {
-        bits: u8,
-        symmetric: bool,
-        max_group: usize,
-        min_group: usize,
-        threshold: f32,
-    },
-    /// GPTQ: Hessian-based error feedback.
-    Gptq {
-        scheme: QuantScheme,
-        block_size: usize,
-        dampening: f32,
-        actorder: bool,
-    },
+/// What a method does to a weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodKind {
+    /// Sets weights to zero (unstructured, or keeping N of every M).
+    Prune { pattern: Option<NofM> },
+    /// Maps weights onto an integer grid.
+    Quantize,
+}
+
+/// A compression method with its parameters checked: what it needs, and what it does to one
+/// linear. Implemented by each method folder's `Params`.
+pub trait Compressor {
+    fn kind(&self) -> MethodKind;
+    /// The statistics the block loop must gather at this method's linears' inputs.
+    fn stats(&self) -> StatSet;
+    /// Compresses one linear. Errors need not name the layer: the block loop attaches it.
+    fn compress(&self, input: &LinearInput<'_>) -> Result<LinearOutput>;
+    /// Profilers the pre-pass must run for this step (index `step`, compressing `targets`)
+    /// before the block loop, to fill the allocation (OWL's per-block sparsities).
+    fn profilers(&self, _step: usize, _targets: &[LinearId]) -> Vec<Box<dyn Profiler>> {
+        Vec::new()
+    }
+}
+
+/// Serialises an optional N:M pattern as `"unstructured"` or `"N:M"`.
+pub fn pattern_name<S: Serializer>(p: &Option<NofM>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match p {
+        None => s.serialize_str("unstructured"),
+        Some(p) => s.collect_str(&format_args!("{}:{}", p.n, p.m)),
+    }
+}
+
+/// Serialises a scheme with its table name: `{format, bits, group_size, symmetric}`.
+pub fn scheme_fields<S: Serializer>(q: &QuantScheme, s: S) -> std::result::Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    serde_json::json!({
+        "format": formats::scheme_name(q),
+        "bits": q.bits,
+        "group_size": q.group_size,
+        "symmetric": q.symmetric,
+    })
+    .serialize(s)
 }

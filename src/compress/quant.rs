@@ -16,6 +16,17 @@ pub enum ScaleDtype {
     F16,
 }
 
+impl From<safetensors::Dtype> for ScaleDtype {
+    /// The scale dtype of a tensor dtype: BF16 and F16 as themselves, anything else as F32.
+    fn from(d: safetensors::Dtype) -> Self {
+        match d {
+            safetensors::Dtype::BF16 => ScaleDtype::BF16,
+            safetensors::Dtype::F16 => ScaleDtype::F16,
+            _ => ScaleDtype::F32,
+        }
+    }
+}
+
 impl ScaleDtype {
     /// Rounds `x` to this dtype (round to nearest, ties to even) and back to f32.
     pub fn round(self, x: f32) -> f32 {

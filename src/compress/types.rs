@@ -1,58 +1,20 @@
-//! The data that crosses the compressor boundary: input statistics in, `CompressedLinear` out.
+//! The data that crosses the compressor boundary: [`LinearInput`] in, [`LinearOutput`] out, and
+//! what a compressed linear is ([`CompressedLinear`]: weight, explicit [`Mask`], integer form).
 
+use serde::Serialize;
+
+use crate::allocate::LinearSettings;
+use crate::compress::quant::ScaleDtype;
+use crate::error::Result;
+use crate::id::LinearId;
 use crate::matrix::Matrix;
-
-/// Statistics of one linear layer's input, gathered over the calibration set by the block loop.
-/// Linears that read the same tensor (q/k/v, gate/up) share one `InputStats`.
-///
-/// Normalisation follows the reference codes (ALGORITHMS.md §2, §3): divided by the number of
-/// calibration *sequences*, not tokens.
-#[derive(Clone, Debug)]
-pub struct InputStats {
-    /// Number of calibration sequences observed.
-    pub n_seqs: usize,
-    /// Number of tokens observed.
-    pub n_tokens: usize,
-    /// `s_j = (1/n_seqs) Σ_t x_tj²`, length `d_in` (Wanda's statistic; `sqrt` gives ‖X_j‖₂ up to a constant).
-    pub sq_norms: Vec<f32>,
-    /// `H = (2/n_seqs) Σ_t x_t x_tᵀ`, `d_in × d_in`, present only when a compressor asked for it.
-    pub hessian: Option<Matrix>,
-}
-
-/// What a compressor needs the block loop to gather for it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Needs {
-    /// Per-column squared norms (`InputStats::sq_norms`).
-    pub sq_norms: bool,
-    /// The full Hessian (`InputStats::hessian`).
-    pub hessian: bool,
-}
-
-impl Needs {
-    /// Needs nothing: a data-free method (magnitude, RTN, FineQuant).
-    pub const NONE: Needs = Needs {
-        sq_norms: false,
-        hessian: false,
-    };
-
-    /// Union of two needs.
-    pub fn union(self, other: Needs) -> Needs {
-        Needs {
-            sq_norms: self.sq_norms || other.sq_norms,
-            hessian: self.hessian || other.hessian,
-        }
-    }
-
-    /// True when calibration data must flow through the block at all.
-    pub fn any(self) -> bool {
-        self.sq_norms || self.hessian
-    }
-}
+use crate::model::TapPoint;
+use crate::stats::Stats;
 
 /// Integer weight quantisation scheme: one row of the format table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct QuantScheme {
-    /// Bits per weight (4 or 8).
+    /// Bits per weight.
     pub bits: u8,
     /// Columns per group along the input dimension; `None` = one group per output channel (row).
     pub group_size: Option<usize>,
@@ -92,12 +54,190 @@ pub struct QuantizedWeight {
     pub zero_points: Option<Vec<i8>>,
 }
 
-/// A compressed linear layer as it leaves a compressor.
+/// Which weights of a `[rows, cols]` linear are pruned: a row-major bitset, set = pruned (held
+/// at exactly zero by every later step).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mask {
+    rows: usize,
+    cols: usize,
+    bits: Vec<u64>,
+}
+
+impl Mask {
+    /// Nothing pruned.
+    pub fn empty(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            bits: vec![0; (rows * cols).div_ceil(64)],
+        }
+    }
+
+    /// The exact zeros of `w`, or `None` when it has none.
+    pub fn from_zeros(w: &Matrix) -> Option<Self> {
+        let mut m = Self::empty(w.rows, w.cols);
+        let mut any = false;
+        for (i, v) in w.data.iter().enumerate() {
+            if *v == 0.0 {
+                m.bits[i / 64] |= 1 << (i % 64);
+                any = true;
+            }
+        }
+        any.then_some(m)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Whether the weight at flat row-major index `i` is pruned.
+    pub fn get(&self, i: usize) -> bool {
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    pub fn set(&mut self, i: usize) {
+        if let Some(w) = self.bits.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+
+    /// Pruned weights.
+    pub fn count(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Pruned fraction.
+    pub fn sparsity(&self) -> f64 {
+        let n = self.rows * self.cols;
+        if n == 0 {
+            0.0
+        } else {
+            self.count() as f64 / n as f64
+        }
+    }
+}
+
+/// A linear layer as it leaves a compressor.
 #[derive(Clone, Debug)]
 pub struct CompressedLinear {
     /// The effective weight `[out, in]`: pruned entries are exact zeros and, when quantised, values
     /// are the dequantised ones. Used for propagation, evaluation and `dense` export.
     pub weight: Matrix,
+    /// The pruned entries, when any step pruned (or the input already had exact zeros).
+    pub mask: Option<Mask>,
     /// The integer form, when the linear was quantised.
     pub quant: Option<QuantizedWeight>,
+}
+
+impl CompressedLinear {
+    /// An uncompressed linear: its weight, with the exact zeros it already has as the mask.
+    pub fn dense(weight: Matrix) -> Self {
+        Self {
+            mask: Mask::from_zeros(&weight),
+            weight,
+            quant: None,
+        }
+    }
+
+    /// A pruned weight (pruned entries are its zeros), with no integer form.
+    pub fn pruned(weight: Matrix) -> Self {
+        Self::dense(weight)
+    }
+}
+
+/// What the export should know about a compressed linear beyond its tensors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ExportHints {
+    /// Quantised by GPTQ with columns in descending `diag(H)` order and groups in natural order
+    /// (compressed-tensors `"actorder": "static"`).
+    pub actorder_static: bool,
+}
+
+/// Everything a compressor sees of one linear.
+pub struct LinearInput<'a> {
+    pub id: LinearId,
+    /// The weight as read from the checkpoint, `[out, in]`.
+    pub original: &'a Matrix,
+    /// The linear after the recipe's earlier steps (weight, mask, integer form).
+    pub current: &'a CompressedLinear,
+    /// The block's statistics (this linear's input is at `point`).
+    pub stats: &'a Stats,
+    pub point: TapPoint,
+    /// Per-linear settings decided before the block loop (sparsity or scheme overrides).
+    pub settings: &'a LinearSettings,
+    /// The dtype quantisation scales are stored in.
+    pub scale_dtype: ScaleDtype,
+}
+
+impl LinearInput<'_> {
+    /// The current weight.
+    pub fn weight(&self) -> &Matrix {
+        &self.current.weight
+    }
+
+    /// `s_j` of this linear's input, checked against its width.
+    pub fn sq_norms(&self) -> Result<&[f32]> {
+        let s = self.stats.sq_norms(self.point)?;
+        check_width(s.len(), self.current.weight.cols, "Σx²")?;
+        Ok(s)
+    }
+
+    /// The Hessian of this linear's input, checked against its width.
+    pub fn hessian(&self) -> Result<&Matrix> {
+        let h = self.stats.hessian(self.point)?;
+        check_width(h.rows, self.current.weight.cols, "Hessian")?;
+        check_width(h.cols, self.current.weight.cols, "Hessian")?;
+        Ok(h)
+    }
+
+    /// The sparsity to prune to: the allocation's, else the step's.
+    pub fn sparsity(&self, step: f32) -> f32 {
+        self.settings.sparsity.unwrap_or(step)
+    }
+
+    /// The quantisation scheme: the allocation's, else the step's.
+    pub fn scheme(&self, step: QuantScheme) -> QuantScheme {
+        self.settings.scheme.unwrap_or(step)
+    }
+}
+
+fn check_width(got: usize, want: usize, what: &str) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(crate::error::PareError::Internal(format!(
+            "{what} has {got} columns, the weight has {want}"
+        )))
+    }
+}
+
+/// What a compressor returns for one linear.
+#[derive(Clone, Debug)]
+pub struct LinearOutput {
+    pub linear: CompressedLinear,
+    pub hints: ExportHints,
+    /// Remarks for the report and the log (dead columns, Cholesky retries, chosen group sizes,
+    /// N:M tail groups).
+    pub notes: Vec<String>,
+}
+
+impl LinearOutput {
+    pub fn new(linear: CompressedLinear) -> Self {
+        Self {
+            linear,
+            hints: ExportHints::default(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn with_notes(mut self, notes: Vec<String>) -> Self {
+        self.notes = notes;
+        self
+    }
 }

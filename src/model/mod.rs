@@ -2,12 +2,20 @@
 //! sequences. Weights enter as Hugging Face `[out, in]` [`Matrix`]es and are kept transposed
 //! (`[in, out]`) inside this module only.
 
+mod attention;
 mod block;
+mod mlp;
+mod moe;
 pub mod rope;
+mod stage;
 pub mod tap;
 
-pub use block::{Attention, DecoderBlock, Ffn, Mlp, Moe, causal_attention};
+pub use attention::{Attention, causal_attention};
+pub use block::{DecoderBlock, Ffn};
+pub use mlp::Mlp;
+pub use moe::{Moe, Routed, RoutingDecision};
 pub use rope::Rope;
+pub use stage::{Stage, Staged};
 pub use tap::{NoTap, Tap, TapPoint};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -50,6 +58,16 @@ pub struct Linear {
 impl Linear {
     /// From a Hugging Face `[out, in]` weight and an optional `[out]` bias.
     pub fn new(w: &Matrix, bias: Option<Vec<f32>>, device: &Device) -> Self {
+        let weight_t = Self::transposed(w, device);
+        let bias = bias.map(|b| {
+            let n = b.len();
+            Tensor::<1>::from_data(TensorData::new(b, [n]), device)
+        });
+        Self { weight_t, bias }
+    }
+
+    /// `w` (`[out, in]`) as an `[in, out]` tensor on `device`.
+    pub(crate) fn transposed(w: &Matrix, device: &Device) -> Tensor<2> {
         let mut t = vec![0f32; w.data.len()];
         for r in 0..w.rows {
             let row = w.row(r);
@@ -57,12 +75,7 @@ impl Linear {
                 t[c * w.rows + r] = *v;
             }
         }
-        let weight_t = Tensor::<2>::from_data(TensorData::new(t, [w.cols, w.rows]), device);
-        let bias = bias.map(|b| {
-            let n = b.len();
-            Tensor::<1>::from_data(TensorData::new(b, [n]), device)
-        });
-        Self { weight_t, bias }
+        Tensor::<2>::from_data(TensorData::new(t, [w.cols, w.rows]), device)
     }
 
     /// Several linears reading the same input as one (outputs concatenated in order).

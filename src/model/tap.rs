@@ -1,11 +1,14 @@
-//! Taps: how a caller sees the input of every linear layer during a block's forward pass (the
-//! hook the compressors use). Linears that read the same tensor share one `TapPoint`.
+//! Taps: how a caller sees a block's forward — the input of every linear layer, the outputs of
+//! the down projections, and MoE routing decisions (the hook the compressors and profilers use).
+//! Linears that read the same tensor share one `TapPoint`.
 
 use burn::tensor::Tensor;
 
+use super::moe::RoutingDecision;
 use crate::error::Result;
+use crate::id::{LinearRole, MlpPart};
 
-/// A place in a decoder block where linear inputs are observed.
+/// A place in a decoder block where a tensor is observed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TapPoint {
     /// Input of q, k and v (the normed hidden state).
@@ -16,18 +19,55 @@ pub enum TapPoint {
     MlpIn,
     /// Input of down (dense MLP).
     MlpDownIn,
+    /// Output of down (dense MLP), before the residual add.
+    MlpDownOut,
     /// Input of gate/up of expert `e`: only the tokens routed to it.
     ExpertIn(usize),
     /// Input of down of expert `e`.
     ExpertDownIn(usize),
+    /// Output of down of expert `e`, before the gate weight.
+    ExpertDownOut(usize),
 }
 
-/// Receives linear inputs as `[tokens, d_in]` tensors.
+impl TapPoint {
+    /// Where the input of a linear with `role` is observed.
+    pub fn input_of(role: LinearRole) -> TapPoint {
+        match role {
+            LinearRole::Q | LinearRole::K | LinearRole::V => TapPoint::AttnIn,
+            LinearRole::O => TapPoint::AttnOutIn,
+            LinearRole::Mlp(MlpPart::Down) => TapPoint::MlpDownIn,
+            LinearRole::Mlp(_) | LinearRole::Router => TapPoint::MlpIn,
+            LinearRole::Expert {
+                index,
+                part: MlpPart::Down,
+            } => TapPoint::ExpertDownIn(index),
+            LinearRole::Expert { index, .. } => TapPoint::ExpertIn(index),
+        }
+    }
+
+    /// True for the points of one expert (which see only the tokens routed to it).
+    pub fn is_expert(self) -> bool {
+        matches!(
+            self,
+            TapPoint::ExpertIn(_) | TapPoint::ExpertDownIn(_) | TapPoint::ExpertDownOut(_)
+        )
+    }
+}
+
+/// Receives `[tokens, width]` tensors at tap points, and routing decisions.
 pub trait Tap {
-    /// True when this tap wants `point` (lets the forward skip copies nobody reads).
+    /// True when this tap wants `point` (lets the forward skip work nobody reads).
     fn wants(&self, point: TapPoint) -> bool;
-    /// Called with the input of the linears at `point`.
+    /// Called with the tensor at `point`.
     fn observe(&mut self, point: TapPoint, x: &Tensor<2>) -> Result<()>;
+    /// True when this tap wants MoE routing decisions.
+    fn wants_routing(&self) -> bool {
+        false
+    }
+    /// Called with each batch's routing decision of an MoE block, before the experts run.
+    fn observe_routing(&mut self, _decision: &RoutingDecision<'_>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A tap that observes nothing.

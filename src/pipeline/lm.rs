@@ -4,26 +4,14 @@
 use burn::tensor::activation::log_softmax;
 
 use super::runner::ModelRunner;
-use crate::error::{PareError, Result};
+use crate::error::Result;
 use crate::eval::lm::LanguageModel;
-use crate::model::{NoTap, Rope, to_host};
+use crate::model::to_host;
 
 impl ModelRunner {
     /// Log-softmax rows `[seq, vocab]` of one sequence (host).
     fn log_probs(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        if ids.len() > self.max_len() {
-            return Err(PareError::Usage(format!(
-                "sequence of {} tokens exceeds the model's {} positions",
-                ids.len(),
-                self.max_len()
-            )));
-        }
-        self.make_resident()?;
-        let rope = Rope::new(self.cfg(), ids.len().max(1), &self.device);
-        let mut h = self.ends.embed(&[ids.to_vec()])?;
-        for block in self.resident_blocks()? {
-            h = block.forward(h, &rope, &mut NoTap)?;
-        }
+        let h = self.resident_hidden(ids)?;
         to_host(log_softmax(self.ends.logits(h), 1))
     }
 }

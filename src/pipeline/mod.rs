@@ -8,6 +8,7 @@ pub use progress::{Progress, Silent};
 pub use runner::ModelRunner;
 pub mod compress;
 pub mod lm;
-pub mod stats_tap;
+pub mod profile;
 
 pub use compress::{CompressOutcome, compress};
+pub use profile::allocate;

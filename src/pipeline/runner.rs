@@ -134,26 +134,30 @@ impl ModelRunner {
 
     /// Raw logits `[seq, vocab]` (row-major, host) of one sequence, with every block resident.
     pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let h = self.resident_hidden(ids)?;
+        to_host(self.ends.logits(h))
+    }
+
+    /// The final hidden states `[1, seq, hidden]` of one sequence of 1 to
+    /// `max_position_embeddings` tokens, with every block resident.
+    pub(crate) fn resident_hidden(&mut self, ids: &[u32]) -> Result<Tensor<3>> {
         let max = self.cfg().max_position_embeddings;
         if ids.is_empty() || ids.len() > max {
             return Err(PareError::Usage(format!(
-                "logits: sequence of {} tokens; expected 1 to {max} (max_position_embeddings)",
+                "sequence of {} tokens; expected 1 to {max} (max_position_embeddings)",
                 ids.len()
             )));
         }
         self.make_resident()?;
         let rope = Rope::new(self.cfg(), ids.len(), &self.device);
         let mut h = self.ends.embed(&[ids.to_vec()])?;
-        for block in self.resident_blocks()? {
+        let blocks = self
+            .resident
+            .as_deref()
+            .ok_or_else(|| PareError::Internal("blocks are not resident".into()))?;
+        for block in blocks {
             h = block.forward(h, &rope, &mut NoTap)?;
         }
-        to_host(self.ends.logits(h))
-    }
-
-    /// The resident blocks (after `make_resident`).
-    pub(crate) fn resident_blocks(&self) -> Result<&[DecoderBlock]> {
-        self.resident
-            .as_deref()
-            .ok_or_else(|| PareError::Usage("blocks are not resident".into()))
+        Ok(h)
     }
 }

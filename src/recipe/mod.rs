@@ -6,6 +6,7 @@
 //!   - wanda: { sparsity: 0.5, pattern: "2:4", targets: ["blocks.*.attn.*", "blocks.*.mlp.*"] }
 //!   - gptq:  { format: int4-ch-sym }
 //! propagate: compressed      # or original
+//! sequential: block          # or linear (default: block when a step prunes, else linear)
 //! export: { format: dense }  # dense | sparse-bitmask | sparse-24-bitmask | pack-quantized | compressed-tensors
 //! eval: { text: ../calibration/tinystories-valid-head.txt, seq_len: 256, max_windows: 50, kld: true }
 //! ```
@@ -25,13 +26,13 @@ use std::path::Path;
 
 use crate::error::{PareError, Result};
 
+pub use crate::compress::Step;
 pub use plan::{
     CalibSource, CalibrationPlan, EvalPlan, ExportFormat, ExportPlan, Plan, PlanStep, Propagate,
     Sequential, parse_size, resolve,
 };
 pub use schema::{
-    ActOrderSpec, CalibrationSpec, EvalSpec, ExportFormatSpec, ExportSpec, FineQuantSpec, GptqSpec,
-    PropagateSpec, PruneSpec, Recipe, RtnSpec, SequentialSpec, SparseGptSpec, Step,
+    CalibrationSpec, EvalSpec, ExportFormatSpec, ExportSpec, PropagateSpec, Recipe, SequentialSpec,
 };
 
 /// Reads and parses the recipe at `path` (stage 1 only).
@@ -68,7 +69,7 @@ pub fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
 /// Serialises a recipe back to YAML (the applied recipe written next to the output).
 pub fn to_yaml(recipe: &Recipe) -> Result<String> {
     serde_saphyr::to_string(recipe)
-        .map_err(|e| PareError::Usage(format!("cannot serialise recipe: {e}")))
+        .map_err(|e| PareError::Internal(format!("cannot serialise recipe: {e}")))
 }
 
 /// Builds the recipe error for a serde-saphyr failure: key path, friendlier message with a

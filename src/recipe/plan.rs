@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::arch::LinearSlot;
-use crate::compress::formats;
-use crate::compress::{Method, NofM, QuantScheme};
+use crate::compress::kit::select::tail_note;
+use crate::compress::{Method, MethodKind, NofM};
 use crate::error::{PareError, Result};
+use crate::id::LinearId;
 use crate::recipe::schema::{
     CalibrationSpec, EvalSpec, ExportFormatSpec, PropagateSpec, Recipe, SequentialSpec,
 };
@@ -19,14 +20,6 @@ use crate::recipe::steps;
 pub const DEFAULT_SAMPLES: usize = 128;
 /// Tokens per calibration sequence / evaluation window when not given.
 pub const DEFAULT_SEQ_LEN: usize = 256;
-/// SparseGPT / GPTQ lazy-update block width.
-pub const DEFAULT_BLOCK_SIZE: usize = 128;
-/// SparseGPT / GPTQ relative dampening (fraction of mean diag H).
-pub const DEFAULT_DAMPENING: f32 = 0.01;
-/// FineQuant's finest group when not given.
-pub const DEFAULT_MIN_GROUP: usize = 64;
-/// FineQuant's acceptance threshold when not given (meaning defined by the compressor).
-pub const DEFAULT_FINEQUANT_THRESHOLD: f32 = 0.1;
 /// Largest output shard when not given: 5 GB (decimal, as Hugging Face's `max_shard_size`).
 pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
 
@@ -78,28 +71,22 @@ pub struct PlanStep {
     pub name: String,
     /// Key path of the step in the recipe, e.g. `steps[1].wanda` (for messages).
     pub key: String,
-    #[serde(serialize_with = "serialize_method")]
     pub method: Method,
-    /// Canonical ids of the linears this step compresses, in model order.
-    pub targets: Vec<String>,
+    /// The linears this step compresses, in model order.
+    pub targets: Vec<LinearId>,
 }
 
 impl PlanStep {
     /// True for quantisation methods (RTN, GPTQ, FineQuant).
     pub fn quantises(&self) -> bool {
-        matches!(
-            self.method,
-            Method::Rtn { .. } | Method::Gptq { .. } | Method::FineQuant { .. }
-        )
+        self.method.compressor().kind() == MethodKind::Quantize
     }
 
     /// The N:M pattern of a pruning step, if any.
     pub fn pattern(&self) -> Option<NofM> {
-        match self.method {
-            Method::Magnitude { pattern, .. }
-            | Method::Wanda { pattern, .. }
-            | Method::SparseGpt { pattern, .. } => pattern,
-            _ => None,
+        match self.method.compressor().kind() {
+            MethodKind::Prune { pattern } => pattern,
+            MethodKind::Quantize => None,
         }
     }
 }
@@ -250,7 +237,7 @@ impl Ctx<'_> {
         }
     }
 
-    pub(super) fn slot(&self, id: &str) -> Option<&LinearSlot> {
+    fn slot(&self, id: LinearId) -> Option<&LinearSlot> {
         self.linears.iter().find(|l| l.id == id)
     }
 }
@@ -356,11 +343,16 @@ fn resolve_export_format(
 ) -> Result<ExportFormat> {
     let quantises = steps.iter().any(PlanStep::quantises);
     let prunes = steps.iter().any(|s| !s.quantises());
-    // A linear not covered by a 2:4 pruning step, among all the linears any step touches.
+    // A linear not exactly 2:4 after the steps (no 2:4 step covers it, or its d_in leaves a
+    // tail group), among all the linears any step touches.
+    let two_four = Some(NofM { n: 2, m: 4 });
     let not_24 = steps.iter().flat_map(|s| s.targets.iter()).find(|id| {
-        !steps
+        let tail = ctx
+            .slot(**id)
+            .is_some_and(|l| tail_note(l.cols, NofM { n: 2, m: 4 }).is_some());
+        tail || !steps
             .iter()
-            .any(|s| s.pattern() == Some(NofM { n: 2, m: 4 }) && s.targets.contains(id))
+            .any(|s| s.pattern() == two_four && s.targets.contains(id))
     });
     let key = "export.format";
     Ok(match spec.unwrap_or(ExportFormatSpec::CompressedTensors) {
@@ -384,7 +376,7 @@ fn resolve_export_format(
             Some(id) => {
                 return Err(ctx.err(
                     key,
-                    format!("sparse-24-bitmask needs every targeted linear pruned 2:4 (keep 2 of every 4), but `{id}` is not; use `sparse-bitmask` or `dense`"),
+                    format!("sparse-24-bitmask needs every targeted linear exactly 2:4 (keep 2 of every 4), but `{id}` is not (no 2:4 step covers it, or its d_in is not a multiple of 4); use `sparse-bitmask` or `dense`"),
                 ));
             }
         },
@@ -445,49 +437,4 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
         return Err(format!("size `{text}` must be at least one byte"));
     }
     Ok(bytes as u64)
-}
-
-/// Serialises a [`Method`] (which has no serde derive) as a flat map with its name.
-fn serialize_method<S: Serializer>(m: &Method, s: S) -> std::result::Result<S::Ok, S::Error> {
-    use serde_json::json;
-    let pat =
-        |p: &Option<NofM>| p.map_or("unstructured".to_string(), |p| format!("{}:{}", p.n, p.m));
-    let scheme = |q: &QuantScheme| json!({ "format": formats::scheme_name(q), "bits": q.bits, "group_size": q.group_size, "symmetric": q.symmetric });
-    let v = match m {
-        Method::Magnitude { sparsity, pattern } => {
-            json!({ "method": "magnitude", "sparsity": sparsity, "pattern": pat(pattern) })
-        }
-        Method::Wanda { sparsity, pattern } => {
-            json!({ "method": "wanda", "sparsity": sparsity, "pattern": pat(pattern) })
-        }
-        Method::SparseGpt {
-            sparsity,
-            pattern,
-            block_size,
-            dampening,
-        } => json!({
-            "method": "sparsegpt", "sparsity": sparsity, "pattern": pat(pattern), "block_size": block_size, "dampening": dampening
-        }),
-        Method::Rtn { scheme: q } => json!({ "method": "rtn", "scheme": scheme(q) }),
-        Method::FineQuant {
-            bits,
-            symmetric,
-            max_group,
-            min_group,
-            threshold,
-        } => json!({
-            "method": "finequant", "bits": bits, "symmetric": symmetric, "max_group": max_group, "min_group": min_group, "threshold": threshold
-        }),
-        Method::Gptq {
-            scheme: q,
-            block_size,
-            dampening,
-            actorder,
-        } => json!({
-            "method": "gptq", "scheme": scheme(q), "block_size": block_size, "dampening": dampening, "actorder": actorder
-        }),
-        #[allow(unreachable_patterns)]
-        other => json!({ "method": format!("{other:?}") }),
-    };
-    v.serialize(s)
 }

@@ -11,17 +11,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::compress::{METHOD_NAMES, Step};
 use crate::recipe::suggest;
-
-/// Method names accepted under `steps`, in documentation order.
-pub const METHOD_NAMES: &[&str] = &[
-    "magnitude",
-    "wanda",
-    "sparsegpt",
-    "rtn",
-    "gptq",
-    "finequant",
-];
 
 /// A whole recipe file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,134 +75,6 @@ pub struct CalibrationSpec {
     pub seq_len: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-}
-
-/// One step: a method name and its parameters.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    Magnitude(PruneSpec),
-    Wanda(PruneSpec),
-    SparseGpt(SparseGptSpec),
-    Rtn(RtnSpec),
-    Gptq(GptqSpec),
-    FineQuant(FineQuantSpec),
-}
-
-impl Step {
-    /// The method name as written in recipes (`"wanda"`).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Step::Magnitude(_) => "magnitude",
-            Step::Wanda(_) => "wanda",
-            Step::SparseGpt(_) => "sparsegpt",
-            Step::Rtn(_) => "rtn",
-            Step::Gptq(_) => "gptq",
-            Step::FineQuant(_) => "finequant",
-        }
-    }
-}
-
-/// `magnitude:` and `wanda:` parameters.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PruneSpec {
-    /// Fraction of weights set to zero, in [0, 1). Required for unstructured pruning; for `N:M`
-    /// optional and, if given, must equal 1 − N/M.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sparsity: Option<f64>,
-    /// `unstructured` (default) or `N:M`: keep N of every M consecutive input weights.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targets: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore: Option<Vec<String>>,
-}
-
-/// `sparsegpt:` parameters.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SparseGptSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sparsity: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
-    /// Columns per lazy-update block (default 128).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub block_size: Option<usize>,
-    /// Relative dampening λ = dampening · mean(diag H) (default 0.01).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dampening: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targets: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore: Option<Vec<String>>,
-}
-
-/// `rtn:` parameters.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RtnSpec {
-    /// A quantisation format from the format table, e.g. `int4-g128-sym`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targets: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore: Option<Vec<String>>,
-}
-
-/// `gptq:` parameters.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GptqSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub block_size: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dampening: Option<f64>,
-    /// `static` (default: process columns by descending diag H, groups in natural order) or `none`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actorder: Option<ActOrderSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targets: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore: Option<Vec<String>>,
-}
-
-/// `finequant:` parameters.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FineQuantSpec {
-    /// Bits per weight; a width from the format table (4 or 8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bits: Option<u8>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symmetric: Option<bool>,
-    /// Coarsest group tried; 0 = one group per output channel (default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_group: Option<usize>,
-    /// Finest group allowed (default 64).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_group: Option<usize>,
-    /// Acceptance threshold of the data-free granularity test.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targets: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore: Option<Vec<String>>,
-}
-
-/// GPTQ column order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ActOrderSpec {
-    #[serde(rename = "static", alias = "weight")]
-    Static,
-    #[serde(rename = "none")]
-    Off,
 }
 
 /// `propagate:`.
@@ -366,24 +229,13 @@ impl<'de> Visitor<'de> for StepVisitor {
                 METHOD_NAMES.join(", ")
             )));
         };
-        if !METHOD_NAMES.contains(&name.as_str()) {
-            return tracked(name.clone(), || {
-                Err(de::Error::custom(format!(
-                    "unknown method `{name}`{} (methods: {})",
-                    suggest::did_you_mean(&name, METHOD_NAMES),
-                    METHOD_NAMES.join(", ")
-                )))
-            });
-        }
-        let step = tracked(name.clone(), || {
-            Ok(match name.as_str() {
-                "magnitude" => Step::Magnitude(map.next_value::<Option<_>>()?.unwrap_or_default()),
-                "wanda" => Step::Wanda(map.next_value::<Option<_>>()?.unwrap_or_default()),
-                "sparsegpt" => Step::SparseGpt(map.next_value::<Option<_>>()?.unwrap_or_default()),
-                "rtn" => Step::Rtn(map.next_value::<Option<_>>()?.unwrap_or_default()),
-                "gptq" => Step::Gptq(map.next_value::<Option<_>>()?.unwrap_or_default()),
-                _ => Step::FineQuant(map.next_value::<Option<_>>()?.unwrap_or_default()),
-            })
+        let step = tracked(name.clone(), || match Step::read(&name, &mut map)? {
+            Some(step) => Ok(step),
+            None => Err(de::Error::custom(format!(
+                "unknown method `{name}`{} (methods: {})",
+                suggest::did_you_mean(&name, METHOD_NAMES),
+                METHOD_NAMES.join(", ")
+            ))),
         })?;
         if let Some(extra) = map.next_key::<String>()? {
             return Err(de::Error::custom(format!(

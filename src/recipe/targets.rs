@@ -7,6 +7,7 @@
 //! linear; the error lists the id shapes the model has and the nearest id.
 
 use crate::arch::LinearSlot;
+use crate::id::LinearId;
 use crate::recipe::suggest;
 
 /// Targets used when a step gives none: every linear of every decoder block except MoE routers.
@@ -59,10 +60,11 @@ pub fn select(
     targets: Option<&[String]>,
     ignore: &[String],
     linears: &[LinearSlot],
-) -> Result<Vec<String>, SelectError> {
+) -> Result<Vec<LinearId>, SelectError> {
+    let names: Vec<String> = linears.iter().map(|l| l.id.to_string()).collect();
     for (field, list) in [("targets", targets.unwrap_or(&[])), ("ignore", ignore)] {
         for (i, pat) in list.iter().enumerate() {
-            if !linears.iter().any(|l| glob_match(pat, &l.id)) {
+            if !names.iter().any(|n| glob_match(pat, n)) {
                 return Err(SelectError {
                     index: Some(i),
                     field,
@@ -75,10 +77,11 @@ pub fn select(
         Some(t) => t.iter().any(|p| glob_match(p, id)),
         None => DEFAULT_TARGETS.iter().any(|p| glob_match(p, id)),
     };
-    let chosen: Vec<String> = linears
+    let chosen: Vec<LinearId> = linears
         .iter()
-        .filter(|l| matches_target(&l.id) && !ignore.iter().any(|p| glob_match(p, &l.id)))
-        .map(|l| l.id.clone())
+        .zip(&names)
+        .filter(|(_, n)| matches_target(n) && !ignore.iter().any(|p| glob_match(p, n)))
+        .map(|(l, _)| l.id)
         .collect();
     if chosen.is_empty() {
         return Err(SelectError {
@@ -108,15 +111,16 @@ fn no_match_message(pattern: &str, linears: &[LinearSlot]) -> String {
     if linears.is_empty() {
         return format!("pattern `{pattern}` matches no linear: the model has no linear layers");
     }
+    let names: Vec<String> = linears.iter().map(|l| l.id.to_string()).collect();
     let mut shapes: Vec<String> = Vec::new();
-    for l in linears {
-        let s = id_shape(&l.id);
+    for n in &names {
+        let s = id_shape(n);
         if !shapes.contains(&s) {
             shapes.push(s);
         }
     }
     let hint = suggest::nearest(pattern, &shapes)
-        .or_else(|| suggest::nearest(pattern, linears.iter().map(|l| l.id.as_str())))
+        .or_else(|| suggest::nearest(pattern, names.iter().map(String::as_str)))
         .map(|n| format!("; did you mean `{n}`?"))
         .unwrap_or_default();
     let shown: Vec<&str> = shapes.iter().take(12).map(String::as_str).collect();
@@ -138,12 +142,15 @@ mod tests {
 
     fn slot(id: &str) -> LinearSlot {
         LinearSlot {
-            id: id.into(),
+            id: id.parse().unwrap(),
             key: String::new(),
-            block: 0,
             rows: 4,
             cols: 4,
         }
+    }
+
+    fn names(ids: Vec<LinearId>) -> Vec<String> {
+        ids.iter().map(|i| i.to_string()).collect()
     }
 
     fn model() -> Vec<LinearSlot> {
@@ -190,7 +197,7 @@ mod tests {
 
     #[test]
     fn default_targets_skip_router_and_keep_order() {
-        let got = select(None, &[], &moe()).unwrap();
+        let got = names(select(None, &[], &moe()).unwrap());
         assert_eq!(
             got,
             vec![
@@ -207,7 +214,7 @@ mod tests {
     fn targets_and_ignore() {
         let t = vec!["blocks.*.mlp.*".to_string()];
         let ig = vec!["blocks.*.mlp.down".to_string()];
-        let got = select(Some(&t), &ig, &model()).unwrap();
+        let got = names(select(Some(&t), &ig, &model()).unwrap());
         assert_eq!(
             got,
             vec![

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::arch::LinearSlot;
-use crate::compress::{Method, NofM, QuantScheme};
+use crate::compress::{Method, NofM, QuantScheme, gptq, sparsegpt, wanda};
 
 /// Linears shaped like stories260k: 5 blocks, hidden 64, 4 KV heads of 8, intermediate 172.
 fn stories260k() -> Vec<LinearSlot> {
@@ -20,9 +20,8 @@ fn stories260k() -> Vec<LinearSlot> {
             ("mlp.down", "mlp.down_proj", 64, 172),
         ] {
             v.push(LinearSlot {
-                id: format!("blocks.{b}.{role}"),
+                id: format!("blocks.{b}.{role}").parse().unwrap(),
                 key: format!("model.layers.{b}.{key}"),
-                block: b,
                 rows,
                 cols,
             });
@@ -72,9 +71,10 @@ fn parses_full_recipe() {
     assert_eq!(r.steps.len(), 3);
     assert_eq!(
         r.steps[0],
-        Step::Wanda(PruneSpec {
+        Step::Wanda(wanda::Spec {
             sparsity: Some(0.5),
             pattern: Some("2:4".into()),
+            profile: None,
             targets: Some(vec!["blocks.*.attn.*".into()]),
             ignore: Some(vec![]),
         })
@@ -108,17 +108,18 @@ fn resolves_defaults_and_paths() {
     );
     assert_eq!(
         p.steps[0].method,
-        Method::SparseGpt {
+        Method::SparseGpt(sparsegpt::Params {
             sparsity: 0.5,
             pattern: None,
+            owl: None,
             block_size: 128,
             dampening: 0.01
-        }
+        })
     );
     assert_eq!(p.steps[0].key, "steps[0].sparsegpt");
     assert_eq!(
         p.steps[1].method,
-        Method::Gptq {
+        Method::Gptq(gptq::Params {
             scheme: QuantScheme {
                 bits: 8,
                 group_size: None,
@@ -127,13 +128,16 @@ fn resolves_defaults_and_paths() {
             block_size: 128,
             dampening: 0.01,
             actorder: true
-        }
+        })
     );
     // Default targets: every linear, in model order.
     assert_eq!(p.steps[0].targets.len(), 35);
     assert_eq!(
-        p.steps[0].targets[..2],
-        ["blocks.0.attn.q".to_string(), "blocks.0.attn.k".to_string()]
+        p.steps[0].targets[..2]
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>(),
+        ["blocks.0.attn.q", "blocks.0.attn.k"]
     );
     assert_eq!(p.propagate, Propagate::Compressed);
     assert_eq!(
@@ -177,10 +181,11 @@ fn nm_sparsity_is_implied_and_checked() {
     .unwrap();
     assert_eq!(
         p.steps[0].method,
-        Method::Wanda {
+        Method::Wanda(wanda::Params {
             sparsity: 0.5,
-            pattern: Some(NofM { n: 2, m: 4 })
-        }
+            pattern: Some(NofM { n: 2, m: 4 }),
+            owl: None,
+        })
     );
     let (k, m) = recipe_err(plan(&format!(
         "{CAL}steps:\n  - wanda: {{ pattern: \"2:4\", sparsity: 0.6 }}\n"
@@ -345,25 +350,52 @@ fn n_not_below_m() {
 }
 
 #[test]
-fn m_not_dividing_d_in() {
-    let (k, m) = recipe_err(plan(&format!(
-        "{CAL}steps:\n  - sparsegpt: {{ pattern: \"4:8\" }}\n"
-    )));
-    assert_eq!(k, "steps[0].sparsegpt.pattern");
-    assert!(
-        m.contains("`blocks.0.mlp.down` has d_in = 172, not a multiple of 8"),
-        "{m}"
-    );
-    // Excluding it makes the recipe valid.
+fn m_not_dividing_d_in_leaves_a_tail_group() {
+    // stories260k's down_proj has d_in 172 = 21 groups of 8 + 4: 4:8 resolves (the tail group
+    // keeps its share, and the layer is flagged), and compressed-tensors then picks the generic
+    // bitmask.
     let p = plan(&format!(
-        "{CAL}steps:\n  - sparsegpt: {{ pattern: \"4:8\", ignore: [\"blocks.*.mlp.down\"] }}\n"
+        "{CAL}steps:\n  - sparsegpt: {{ pattern: \"4:8\" }}\n"
     ))
     .unwrap();
-    assert_eq!(p.steps[0].targets.len(), 30);
+    assert_eq!(p.steps[0].targets.len(), 35);
+    assert_eq!(p.steps[0].pattern(), Some(NofM { n: 4, m: 8 }));
     let (k, _) = recipe_err(plan(&format!(
         "{CAL}steps:\n  - sparsegpt: {{ pattern: \"2:4\", block_size: 6 }}\n"
     )));
     assert_eq!(k, "steps[0].sparsegpt.block_size");
+    let (k, m) = recipe_err(plan(&format!(
+        "{CAL}steps:\n  - wanda: {{ pattern: \"2:128\" }}\n"
+    )));
+    assert_eq!(k, "steps[0].wanda.pattern");
+    assert!(m.contains("at most 64"), "{m}");
+}
+
+#[test]
+fn sparse_24_export_refuses_a_layer_with_a_tail_group() {
+    // A down projection with d_in 170 (not a multiple of 4) cannot be exactly 2:4.
+    let mut linears = stories260k();
+    for l in linears
+        .iter_mut()
+        .filter(|l| l.id.to_string().ends_with("mlp.down"))
+    {
+        l.cols = 170;
+    }
+    let text = format!(
+        "{CAL}steps:\n  - wanda: {{ pattern: \"2:4\" }}\nexport: {{ format: sparse-24-bitmask }}\n"
+    );
+    let (k, m) = recipe_err(resolve(parse(&text).unwrap(), path(), &linears));
+    assert_eq!(k, "export.format");
+    assert!(
+        m.contains("`blocks.0.mlp.down`") && m.contains("multiple of 4"),
+        "{m}"
+    );
+    // The automatic choice falls back to the generic bitmask.
+    let text = format!("{CAL}steps:\n  - wanda: {{ pattern: \"2:4\" }}\n");
+    let p = resolve(parse(&text).unwrap(), path(), &linears).unwrap();
+    assert_eq!(p.export.format, ExportFormat::SparseBitmask);
+    let p = plan(&text).unwrap();
+    assert_eq!(p.export.format, ExportFormat::Sparse24Bitmask);
 }
 
 #[test]
@@ -614,4 +646,29 @@ fn shipped_recipes_parse_and_resolve_for_stories260k() {
         by("wanda-2of4.yaml").export.format,
         ExportFormat::Sparse24Bitmask
     );
+}
+
+#[test]
+fn every_registered_method_parses_and_resolves_by_its_name() {
+    // The registry is the one list: each name parses to a step of that name and resolves; a
+    // name outside it is an error (no silent fallback to another method).
+    let params = |name: &str| match name {
+        "rtn" | "gptq" => "{ format: int4-ch-sym }",
+        "finequant" => "{ bits: 4 }",
+        _ => "{ sparsity: 0.5 }",
+    };
+    for name in crate::compress::METHOD_NAMES {
+        let text = format!("{CAL}steps:\n  - {name}: {}\n", params(name));
+        let p = plan(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(p.steps[0].name, *name);
+        assert_eq!(p.steps[0].method.name(), *name);
+        assert_eq!(parse(&text).unwrap().steps[0].name(), *name);
+        // The resolved method serialises under its own name.
+        let j = serde_json::to_value(&p.steps[0].method).unwrap();
+        assert_eq!(j["method"], *name);
+    }
+    assert_eq!(crate::compress::METHOD_NAMES.len(), 6);
+    let (k, m) = recipe_err(parse(&format!("{CAL}steps:\n  - quip: {{ bits: 2 }}\n")));
+    assert_eq!(k, "steps[0].quip");
+    assert!(m.contains("unknown method `quip`"), "{m}");
 }

@@ -241,10 +241,16 @@ pub fn sections(r: &Report) -> Vec<Section> {
             .linears
             .iter()
             .map(|l| {
+                let pattern = match (&l.pattern, l.pattern_exact) {
+                    (Some(p), Some(false)) => format!("{p} (tail group: not exactly {p})"),
+                    (Some(p), _) => p.clone(),
+                    (None, _) => "–".into(),
+                };
                 vec![
                     l.id.clone(),
                     format!("{}×{}", l.shape[0], l.shape[1]),
                     l.method.clone(),
+                    pattern,
                     fmt_num(l.sparsity),
                     l.bits.map_or_else(|| "–".into(), |b| fmt_num(f64::from(b))),
                     opt(l.rel_error),
@@ -260,6 +266,7 @@ pub fn sections(r: &Report) -> Vec<Section> {
                         "linear",
                         "shape",
                         "method",
+                        "N:M",
                         "sparsity",
                         "bits",
                         "rel. error",
@@ -267,6 +274,34 @@ pub fn sections(r: &Report) -> Vec<Section> {
                     ],
                     rows,
                 ),
+        );
+    }
+    if let Some(a) = &r.allocation {
+        let mut rows = Vec::new();
+        if let Some(steps) = a.get("steps").and_then(|v| v.as_object()) {
+            for (step, linears) in steps {
+                for (id, set) in linears.as_object().into_iter().flatten() {
+                    let what = set
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    rows.push(vec![format!("steps[{step}]"), id.clone(), what]);
+                }
+            }
+        }
+        if let Some(p) = a.get("protected").and_then(|v| v.as_object()) {
+            for (id, why) in p {
+                let why = why.as_str().unwrap_or_default();
+                rows.push(vec!["all".into(), id.clone(), format!("protected: {why}")]);
+            }
+        }
+        out.push(
+            Section::new(2, "Allocation")
+                .intro("Per-linear settings decided before the block loop.")
+                .table(&["step", "linear", "settings"], rows),
         );
     }
     if !r.blocks.is_empty() {

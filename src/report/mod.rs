@@ -45,7 +45,6 @@ pub fn write_report(dir: &Path, report: &Report) -> Result<()> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::markdown::fmt_num;
     use super::*;
 
     fn est(value: f64, unc: f64) -> Estimate {
@@ -144,6 +143,7 @@ pub(crate) mod tests {
         tasks.push(t);
         let lm_eval_results = crate::eval::tasks::lm_eval_results(&tasks);
         Report {
+            allocation: None,
             provenance: Provenance {
                 tool: "pare".into(),
                 version: crate::VERSION.into(),
@@ -173,6 +173,8 @@ pub(crate) mod tests {
                     method: "wanda 2:4".into(),
                     sparsity: 0.5,
                     bits: None,
+                    pattern: Some("2:4".into()),
+                    pattern_exact: Some(true),
                     rel_error: Some(0.1234),
                     warnings: vec![],
                 },
@@ -182,6 +184,8 @@ pub(crate) mod tests {
                     method: "wanda 2:4 + gptq int4-g128-sym".into(),
                     sparsity: 0.5001,
                     bits: Some(4.25),
+                    pattern: Some("2:4".into()),
+                    pattern_exact: Some(true),
                     rel_error: Some(0.2345),
                     warnings: vec!["hessian damped 3 times".into()],
                 },
@@ -191,6 +195,8 @@ pub(crate) mod tests {
                     method: "wanda 2:4".into(),
                     sparsity: 0.4999,
                     bits: None,
+                    pattern: Some("2:4".into()),
+                    pattern_exact: Some(true),
                     rel_error: Some(0.3456),
                     warnings: vec![],
                 },

@@ -25,6 +25,10 @@ pub struct Report {
     /// Wall time per decoder block.
     #[serde(default)]
     pub blocks: Vec<BlockTiming>,
+    /// Per-linear settings decided before the block loop (overrides, protected linears), when
+    /// any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<serde_json::Value>,
     #[serde(default)]
     pub totals: Totals,
     /// Free-form remarks (protocol differences, skipped layers …).
@@ -228,6 +232,13 @@ pub struct LinearReport {
     /// Bits per weight when quantised.
     #[serde(default)]
     pub bits: Option<f32>,
+    /// The N:M pattern a pruning step applied (`"2:4"`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// False when d_in is not a multiple of M, so the last group of each row is a shorter tail
+    /// group and the layer is not exactly N:M.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern_exact: Option<bool>,
     /// ‖WX − W′X‖ / ‖WX‖ on the calibration inputs, when measured.
     #[serde(default)]
     pub rel_error: Option<f64>,

@@ -182,7 +182,7 @@ pub fn read_linears(dir: &Path) -> Vec<(String, pare::Matrix)> {
             let m = store
                 .read_linear(&s.key, s.rows, s.cols, qcfg.as_ref())
                 .unwrap();
-            (s.id.clone(), m)
+            (s.id.to_string(), m)
         })
         .collect()
 }

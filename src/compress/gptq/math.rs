@@ -3,14 +3,14 @@
 //!
 //! The sweep runs in *processing order* (columns possibly permuted by act-order); each processed
 //! position knows its original column, hence its group. Rows are independent inside a block
-//! (rayon over rows); the columns right of a block get one GEMM (`sparsegpt::math::update_tail`).
+//! (rayon over rows); the columns right of a block get one GEMM (`kit::obs::update_tail`).
 //! Weights and `U` are f32, as in the reference.
 
 use rayon::prelude::*;
 
 use crate::compress::QuantScheme;
+use crate::compress::kit::obs::update_tail;
 use crate::compress::quant::{GroupParams, ScaleDtype, dequantize_value, quantize_value};
-use crate::compress::sparsegpt::math::update_tail;
 
 /// The fixed quantisation grid of one matrix.
 #[derive(Clone, Copy, Debug)]

@@ -6,24 +6,119 @@
 //! column order (no `g_idx` needed); dead columns zeroed; damping `0.01·mean(diag H)`; upper
 //! Cholesky of `H⁻¹`; lazy blocks of 128 with error feedback.
 //!
-//! Zeros are preserved: a weight that is exactly zero on entry (an earlier pruning step) gets the
-//! integer code of 0 and feeds no error forward, and updates other columns push into it are
-//! discarded — so a 2:4-pruned matrix stays 2:4 (llm-compressor ≤ 0.12 did this when the tensor
-//! was ≥ 5 % sparse; ≥ 0.13 densifies). Differs from llm-compressor on Cholesky failure: retried
-//! with 10× damping, then an error (never a silent RTN fallback).
+//! The mask is preserved: a weight an earlier step pruned (or that was exactly zero on entry)
+//! gets the integer code of 0 and feeds no error forward, and updates other columns push into it
+//! are discarded — so a 2:4-pruned matrix stays 2:4 (llm-compressor ≤ 0.12 did this when the
+//! tensor was ≥ 5 % sparse; ≥ 0.13 densifies). Differs from llm-compressor on Cholesky failure:
+//! retried with 10× damping, then an error (never a silent RTN fallback).
 //!
-//! Recipe: `- gptq: { format: int4-g128-sym, block_size: 128, dampening: 0.01, actorder: true }`.
+//! Recipe: `- gptq: { format: int4-g128-sym, block_size: 128, dampening: 0.01, actorder: static }`.
 
 pub mod math;
 
-use crate::compress::apply::name_layer;
-use crate::compress::hessian::inverse_factor;
+use serde::{Deserialize, Serialize};
+
+use crate::compress::kit::obs::inverse_factor;
+use crate::compress::kit::rtn::check_scheme;
 use crate::compress::quant::{GroupParams, ScaleDtype, minmax_params};
-use crate::compress::rtn::check_scheme;
-use crate::compress::sparsegpt::hessian_for;
-use crate::compress::{CompressedLinear, InputStats, QuantScheme, QuantizedWeight};
+use crate::compress::registry::MethodSpec;
+use crate::compress::spec::ResolveCtx;
+use crate::compress::{
+    CompressedLinear, Compressor, ExportHints, LinearInput, LinearOutput, Mask, MethodKind,
+    QuantScheme, QuantizedWeight, scheme_fields,
+};
 use crate::error::{PareError, Result};
 use crate::matrix::Matrix;
+use crate::stats::{StatKind, StatSet};
+
+/// The name recipes use.
+pub const NAME: &str = "gptq";
+
+/// GPTQ column order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActOrderSpec {
+    #[serde(rename = "static", alias = "weight")]
+    Static,
+    #[serde(rename = "none")]
+    Off,
+}
+
+/// `gptq:` as written.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dampening: Option<f64>,
+    /// `static` (default: process columns by descending diag H, groups in natural order) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actorder: Option<ActOrderSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<String>>,
+}
+
+/// Checked GPTQ parameters.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Params {
+    #[serde(serialize_with = "scheme_fields")]
+    pub scheme: QuantScheme,
+    pub block_size: usize,
+    pub dampening: f32,
+    pub actorder: bool,
+}
+
+impl MethodSpec for Spec {
+    type Params = Params;
+
+    fn selection(&self) -> (Option<&[String]>, Option<&[String]>) {
+        (self.targets.as_deref(), self.ignore.as_deref())
+    }
+
+    fn resolve(&self, ctx: &ResolveCtx<'_>) -> Result<Params> {
+        Ok(Params {
+            scheme: ctx.quant_scheme("format", self.format.as_deref())?,
+            block_size: ctx.block_size(self.block_size, None)?,
+            dampening: ctx.dampening(self.dampening)?,
+            actorder: self.actorder.unwrap_or(ActOrderSpec::Static) == ActOrderSpec::Static,
+        })
+    }
+}
+
+impl Compressor for Params {
+    fn kind(&self) -> MethodKind {
+        MethodKind::Quantize
+    }
+
+    fn stats(&self) -> StatSet {
+        StatSet::of(&[StatKind::Hessian])
+    }
+
+    fn compress(&self, input: &LinearInput<'_>) -> Result<LinearOutput> {
+        let scheme = input.scheme(self.scheme);
+        let (linear, notes) = gptq(
+            input.weight(),
+            input.current.mask.as_ref(),
+            input.hessian()?,
+            scheme,
+            self.block_size,
+            self.dampening,
+            self.actorder,
+            input.scale_dtype,
+        )?;
+        Ok(LinearOutput {
+            linear,
+            hints: ExportHints {
+                actorder_static: self.actorder,
+            },
+            notes,
+        })
+    }
+}
 
 /// Min-max parameters of every (row, group) of `w`, row-major `[rows, n_groups]`.
 pub fn static_params(w: &Matrix, scheme: &QuantScheme, dt: ScaleDtype) -> Vec<GroupParams> {
@@ -43,31 +138,21 @@ pub fn static_params(w: &Matrix, scheme: &QuantScheme, dt: ScaleDtype) -> Vec<Gr
     out
 }
 
-/// GPTQ-quantises `w` (layer `id`). Returns the dequantised weight with its integer form, and
-/// warnings (dead columns, Cholesky retries).
+/// GPTQ-quantises `w` with input Hessian `h`, holding the entries of `mask` at zero. Returns the
+/// dequantised weight with its integer form and its mask (plus dead columns), and notes (dead
+/// columns, Cholesky retries).
 #[allow(clippy::too_many_arguments)]
 pub fn gptq(
-    id: &str,
     w: &Matrix,
-    stats: &InputStats,
+    mask: Option<&Mask>,
+    h: &Matrix,
     scheme: QuantScheme,
     block_size: usize,
     dampening: f32,
     actorder: bool,
     dt: ScaleDtype,
 ) -> Result<(CompressedLinear, Vec<String>)> {
-    check_scheme(&scheme, w.cols).map_err(|e| name_layer(id, e))?;
-    if block_size == 0 {
-        return Err(PareError::Usage(format!(
-            "{id}: block_size must be positive"
-        )));
-    }
-    if !(dampening >= 0.0 && dampening.is_finite()) {
-        return Err(PareError::Usage(format!(
-            "{id}: dampening {dampening} must be ≥ 0"
-        )));
-    }
-    let h = hessian_for(id, stats, w.cols)?;
+    check_scheme(&scheme, w.cols)?;
     let (rows, d) = (w.rows, w.cols);
     let gc = scheme.group_cols(d);
     let ng = scheme.n_groups(d);
@@ -91,7 +176,7 @@ pub fn gptq(
     } else {
         h.clone()
     };
-    let f = inverse_factor(id, &hp, dampening)?;
+    let f = inverse_factor(&hp, dampening)?;
 
     let mut wp = vec![0f32; rows * d];
     let mut frozen = vec![false; rows * d];
@@ -99,7 +184,7 @@ pub fn gptq(
         let src = w.row(r);
         for (p, &j) in perm.iter().enumerate() {
             wp[r * d + p] = src[j];
-            frozen[r * d + p] = src[j] == 0.0;
+            frozen[r * d + p] = mask.is_some_and(|m| m.get(r * d + j));
         }
         for &p in &f.dead {
             wp[r * d + p] = 0.0;
@@ -128,7 +213,7 @@ pub fn gptq(
     let bad = out.non_finite();
     if bad > 0 {
         return Err(PareError::Numerical(format!(
-            "{id}: GPTQ produced {bad} non-finite weights"
+            "GPTQ produced {bad} non-finite weights"
         )));
     }
     let quant = QuantizedWeight {
@@ -138,9 +223,16 @@ pub fn gptq(
         zero_points: (!scheme.symmetric)
             .then(|| params.iter().map(|p| p.zero_point as i8).collect()),
     };
+    let mut out_mask = mask.cloned().unwrap_or_else(|| Mask::empty(rows, d));
+    for &p in &f.dead {
+        for r in 0..rows {
+            out_mask.set(r * d + perm[p]);
+        }
+    }
     Ok((
         CompressedLinear {
             weight: out,
+            mask: (out_mask.count() > 0).then_some(out_mask),
             quant: Some(quant),
         },
         f.warnings,
@@ -151,11 +243,11 @@ pub fn gptq(
 mod tests {
     use super::*;
     use crate::compress::NofM;
-    use crate::compress::hessian::tests::{correlated_x, rand_vec, stats_of};
+    use crate::compress::kit::rtn::quantize_rtn;
     use crate::compress::quant::dequantize_value;
-    use crate::compress::rtn::quantize_rtn;
     use crate::compress::sparsegpt::tests::rel_err;
-    use crate::compress::wanda::wanda;
+    use crate::compress::testing::{fixture_with, run};
+    use crate::stats::tests::{correlated_x, rand_vec, stats_of};
 
     fn on_grid(c: &CompressedLinear) {
         let qw = c.quant.as_ref().unwrap();
@@ -183,6 +275,7 @@ mod tests {
         let (rows, d, t) = (16, 64, 256);
         let x = correlated_x(61, t, d);
         let s = stats_of(&x, t, d);
+        let h = s.hessian.clone().unwrap();
         let w = Matrix::from_vec(rows, d, rand_vec(62, rows * d));
         for (scheme, actorder) in [
             (
@@ -210,62 +303,68 @@ mod tests {
                 true,
             ),
         ] {
-            let (g, _) = gptq("l", &w, &s, scheme, 16, 0.01, actorder, ScaleDtype::F32).unwrap();
-            let r = quantize_rtn(&w, scheme, ScaleDtype::F32).unwrap();
-            let (eg, er) = (rel_err(&w, &g.weight, &x, t), rel_err(&w, &r.weight, &x, t));
+            let (g, _) = gptq(&w, None, &h, scheme, 16, 0.01, actorder, ScaleDtype::F32).unwrap();
+            let (r, rq) = quantize_rtn(&w, scheme, ScaleDtype::F32).unwrap();
+            let (eg, er) = (rel_err(&w, &g.weight, &x, t), rel_err(&w, &r, &x, t));
             assert!(eg < 0.8 * er, "{scheme:?}: gptq {eg} rtn {er}");
             on_grid(&g);
             // Static groups: the grid is RTN's.
-            assert_eq!(
-                g.quant.as_ref().unwrap().scales,
-                r.quant.as_ref().unwrap().scales
-            );
+            assert_eq!(g.quant.as_ref().unwrap().scales, rq.scales);
         }
     }
 
     #[test]
-    fn zeros_of_a_pruned_matrix_are_preserved() {
+    fn the_mask_of_a_pruned_matrix_is_preserved() {
         let (rows, d, t) = (8, 32, 128);
         let x = correlated_x(71, t, d);
-        let s = stats_of(&x, t, d);
         let w = Matrix::from_vec(rows, d, rand_vec(72, rows * d));
-        let pruned = wanda("l", &w, &s, 0.0, Some(NofM { n: 2, m: 4 }))
-            .unwrap()
-            .weight;
+        let f = fixture_with(&w, stats_of(&x, t, d));
+        let pruned = run(
+            &crate::compress::wanda::Params {
+                sparsity: 0.5,
+                pattern: Some(NofM { n: 2, m: 4 }),
+                owl: None,
+            },
+            &f,
+        )
+        .linear;
         let scheme = QuantScheme {
             bits: 4,
             group_size: Some(8),
             symmetric: false,
         };
-        let (g, _) = gptq("l", &pruned, &s, scheme, 8, 0.01, true, ScaleDtype::BF16).unwrap();
-        for (a, b) in pruned.data.iter().zip(&g.weight.data) {
-            if *a == 0.0 {
-                assert_eq!(*b, 0.0);
+        let h = f.stats.hessian(crate::model::TapPoint::AttnIn).unwrap();
+        let (g, _) = gptq(
+            &pruned.weight,
+            pruned.mask.as_ref(),
+            h,
+            scheme,
+            8,
+            0.01,
+            true,
+            ScaleDtype::BF16,
+        )
+        .unwrap();
+        let mask = pruned.mask.as_ref().unwrap();
+        for i in 0..rows * d {
+            if mask.get(i) {
+                assert_eq!(g.weight.data[i], 0.0);
             }
         }
         assert!(g.weight.satisfies_n_of_m(2, 4));
+        assert_eq!(g.mask.as_ref().unwrap().count(), mask.count());
     }
 
     #[test]
-    fn bad_group_names_the_layer() {
+    fn a_group_that_does_not_divide_is_refused() {
         let w = Matrix::zeros(2, 12);
-        let s = stats_of(&rand_vec(1, 24 * 12), 24, 12);
+        let h = stats_of(&rand_vec(1, 24 * 12), 24, 12).hessian.unwrap();
         let scheme = QuantScheme {
             bits: 4,
             group_size: Some(8),
             symmetric: true,
         };
-        let e = gptq(
-            "blocks.0.mlp.gate",
-            &w,
-            &s,
-            scheme,
-            8,
-            0.01,
-            false,
-            ScaleDtype::F32,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("blocks.0.mlp.gate"), "{e}");
+        let e = gptq(&w, None, &h, scheme, 8, 0.01, false, ScaleDtype::F32).unwrap_err();
+        assert!(e.to_string().contains("group size 8"), "{e}");
     }
 }

@@ -4,92 +4,153 @@
 //!
 //! Recipe: `- magnitude: { sparsity: 0.5 }` or `- magnitude: { pattern: "2:4" }`.
 //!
-//! Exactly `floor(numel · p)` weights are pruned, ties broken by position (see [`math`]); the
-//! reference prunes `|W| ≤ thr` and so slightly over-prunes on ties.
+//! Exactly `floor(numel · p)` weights are pruned, ties broken by position (see
+//! [`crate::compress::kit::select`]); the reference prunes `|W| ≤ thr` and so slightly
+//! over-prunes on ties.
 
 pub mod math;
 
-use crate::compress::{CompressedLinear, NofM};
-use crate::error::{PareError, Result};
-use crate::matrix::Matrix;
+use serde::{Deserialize, Serialize};
 
-/// Checks a pruning request against a `cols`-wide weight of layer `id`: sparsity in `[0, 1)`,
-/// and for N:M `1 ≤ n ≤ m ≤ 64` with `m` dividing `cols`.
-pub fn check_pruning(id: &str, cols: usize, sparsity: f32, pattern: Option<NofM>) -> Result<()> {
-    if !(0.0..1.0).contains(&sparsity) {
-        return Err(PareError::Usage(format!(
-            "{id}: sparsity {sparsity} is outside [0, 1)"
-        )));
-    }
-    if let Some(nm) = pattern {
-        if nm.m == 0 || nm.n > nm.m || nm.m > math::MAX_M {
-            return Err(PareError::Usage(format!(
-                "{id}: pattern {}:{} is invalid (need n ≤ m ≤ {})",
-                nm.n,
-                nm.m,
-                math::MAX_M
-            )));
-        }
-        if cols % nm.m != 0 {
-            return Err(PareError::Usage(format!(
-                "{id}: pattern {}:{} needs the input dimension {cols} to be a multiple of {}",
-                nm.n, nm.m, nm.m
-            )));
-        }
-    }
-    Ok(())
+use crate::allocate::Profiler;
+use crate::allocate::owl::{self, Owl, ProfileSpec};
+use crate::compress::kit::select::{prune_n_of_m_rows, tail_note};
+use crate::compress::registry::MethodSpec;
+use crate::compress::spec::ResolveCtx;
+use crate::compress::{
+    CompressedLinear, Compressor, LinearInput, LinearOutput, MethodKind, NofM, pattern_name,
+};
+use crate::error::{PareError, Result};
+use crate::id::LinearId;
+use crate::stats::StatSet;
+
+/// The name recipes use.
+pub const NAME: &str = "magnitude";
+
+/// `magnitude:` as written.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Fraction of weights set to zero, in [0, 1). Required for unstructured pruning; for `N:M`
+    /// optional and, if given, must equal 1 − N/M.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsity: Option<f64>,
+    /// `unstructured` (default) or `N:M`: keep N of every M consecutive input weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Pre-pass that decides per-block sparsities: `{ owl: { m: 5, lambda: 0.08 } }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<String>>,
 }
 
-/// Magnitude-prunes `w` (layer `id`): per-matrix unstructured at `sparsity`, or `pattern` (when
-/// given, `sparsity` is ignored: N:M fixes it at `1 − n/m`).
-pub fn magnitude(
-    id: &str,
-    w: &Matrix,
-    sparsity: f32,
-    pattern: Option<NofM>,
-) -> Result<CompressedLinear> {
-    check_pruning(id, w.cols, sparsity, pattern)?;
-    let mut out = w.clone();
-    match pattern {
-        Some(nm) => math::prune_n_of_m_rows(&mut out.data, out.cols, nm, |_, v| v.abs()),
-        None => {
-            if out.data.len() > u32::MAX as usize {
-                return Err(PareError::Usage(format!(
-                    "{id}: {} weights are too many for per-matrix selection (max 2^32)",
-                    out.data.len()
-                )));
-            }
-            math::prune_magnitude_unstructured(&mut out.data, sparsity);
+/// Checked magnitude parameters.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Params {
+    pub sparsity: f32,
+    #[serde(serialize_with = "pattern_name")]
+    pub pattern: Option<NofM>,
+    /// OWL per-block sparsities (decided by the profile pass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owl: Option<Owl>,
+}
+
+impl MethodSpec for Spec {
+    type Params = Params;
+
+    fn selection(&self) -> (Option<&[String]>, Option<&[String]>) {
+        (self.targets.as_deref(), self.ignore.as_deref())
+    }
+
+    fn resolve(&self, ctx: &ResolveCtx<'_>) -> Result<Params> {
+        let (sparsity, pattern) = ctx.prune(self.sparsity, self.pattern.as_deref())?;
+        let owl = owl::resolve(ctx, self.profile.as_ref(), sparsity, pattern.is_some())?;
+        Ok(Params {
+            sparsity,
+            pattern,
+            owl,
+        })
+    }
+}
+
+impl Compressor for Params {
+    fn kind(&self) -> MethodKind {
+        MethodKind::Prune {
+            pattern: self.pattern,
         }
     }
-    Ok(CompressedLinear {
-        weight: out,
-        quant: None,
-    })
+
+    fn stats(&self) -> StatSet {
+        StatSet::EMPTY
+    }
+
+    fn profilers(&self, step: usize, targets: &[LinearId]) -> Vec<Box<dyn Profiler>> {
+        owl::profilers(self.owl, step, self.sparsity, targets)
+    }
+
+    fn compress(&self, input: &LinearInput<'_>) -> Result<LinearOutput> {
+        let mut out = input.weight().clone();
+        let mut notes = Vec::new();
+        match self.pattern {
+            Some(nm) => {
+                prune_n_of_m_rows(&mut out.data, out.cols, nm, |_, v| v.abs());
+                notes.extend(tail_note(out.cols, nm));
+            }
+            None => {
+                if out.data.len() > u32::MAX as usize {
+                    return Err(PareError::Usage(format!(
+                        "{} weights are too many for per-matrix selection (max 2^32)",
+                        out.data.len()
+                    )));
+                }
+                math::prune_magnitude_unstructured(&mut out.data, input.sparsity(self.sparsity));
+            }
+        }
+        Ok(LinearOutput::new(CompressedLinear::pruned(out)).with_notes(notes))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compress::testing::{fixture, run};
+    use crate::matrix::Matrix;
 
     #[test]
     fn per_matrix_threshold_not_per_row() {
         // Row 0 holds all the small weights: a per-matrix threshold empties it.
         let w = Matrix::from_vec(2, 4, vec![0.1, 0.2, 0.3, 0.4, 5.0, 6.0, 7.0, 8.0]);
-        let c = magnitude("blocks.0.mlp.up", &w, 0.5, None).unwrap();
-        assert_eq!(c.weight.data, vec![0.0, 0.0, 0.0, 0.0, 5.0, 6.0, 7.0, 8.0]);
-        assert!(c.quant.is_none());
+        let p = Params {
+            sparsity: 0.5,
+            pattern: None,
+            owl: None,
+        };
+        let out = run(&p, &fixture(&w));
+        assert_eq!(
+            out.linear.weight.data,
+            vec![0.0, 0.0, 0.0, 0.0, 5.0, 6.0, 7.0, 8.0]
+        );
+        assert!(out.linear.quant.is_none());
+        assert_eq!(out.linear.mask.as_ref().map(|m| m.count()), Some(4));
     }
 
     #[test]
-    fn rejects_bad_requests_naming_the_layer() {
-        let w = Matrix::zeros(2, 6);
-        let e = magnitude("blocks.3.attn.o", &w, 0.5, Some(NofM { n: 2, m: 4 })).unwrap_err();
+    fn n_of_m_tail_is_proportional_and_noted() {
+        let w = Matrix::from_vec(1, 6, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let p = Params {
+            sparsity: 0.5,
+            pattern: Some(NofM { n: 2, m: 4 }),
+            owl: None,
+        };
+        let out = run(&p, &fixture(&w));
+        assert_eq!(out.linear.weight.data, vec![0.0, 0.0, 3.0, 4.0, 0.0, 6.0]);
         assert!(
-            e.to_string().contains("blocks.3.attn.o") && e.to_string().contains('6'),
-            "{e}"
+            out.notes.iter().any(|n| n.contains("not exactly 2:4")),
+            "{:?}",
+            out.notes
         );
-        assert!(magnitude("x", &w, 1.0, None).is_err());
-        assert!(magnitude("x", &w, 0.0, Some(NofM { n: 3, m: 2 })).is_err());
     }
 }

@@ -2,16 +2,16 @@
 //! adaptive mask, given the upper Cholesky factor `U` of the damped inverse Hessian.
 //!
 //! Precision: `U` and the weights are f32 (the factorisation itself ran in f64, see
-//! `compress::hessian`), as in the reference. Rows are independent inside a block, so the
+//! `compress::kit::obs`), as in the reference. Rows are independent inside a block, so the
 //! in-block sweep runs in parallel over rows (rayon); the update of the columns right of the block
 //! is one faer GEMM `W[:, b:] −= E · U[a:b, b:]`.
 
-use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::compress::NofM;
-use crate::compress::magnitude::math::{
-    MAX_M, group_prune_bits, key_index, prune_count, score_key, smallest_k,
+use crate::compress::kit::obs::update_tail;
+use crate::compress::kit::select::{
+    MAX_M, group_keep, group_prune_bits, key_index, prune_count, score_key, smallest_k,
 };
 
 /// How the pruning mask is chosen.
@@ -22,29 +22,12 @@ pub enum MaskRule<'a> {
     /// the weights as updated by the previous blocks.
     Unstructured(f32),
     /// Per row and aligned group of M columns, keep the N largest `w² / U_jj²`, chosen from the
-    /// current (updated) weights when the sweep reaches the group.
+    /// current (updated) weights when the sweep reaches the group (a shorter tail group keeps
+    /// its proportional share).
     NofM(NofM),
     /// A fixed mask, row-major `[rows, cols]`, `true` = prune; only the weight update is OBS's
     /// (used by tests and to reconstruct after another method's mask).
     Given(&'a [bool]),
-}
-
-/// `W[:, b:] −= E · U[a:b, b:]` for row-major `w` (`d` columns), `e` row-major `[rows, b − a]`,
-/// `u` row-major `d × d`. The lazy-batch update shared by SparseGPT and GPTQ.
-pub fn update_tail(w: &mut [f32], d: usize, e: &[f32], u: &[f32], a: usize, b: usize) {
-    let rows = if d == 0 { 0 } else { w.len() / d };
-    if b >= d || rows == 0 || b <= a {
-        return;
-    }
-    let bw = b - a;
-    // Row-major view built as the transpose of a column-major one: faer 0.24.4's
-    // `from_row_major_slice_with_stride_mut` swaps the strides (reads column-major) and corrupts
-    // memory; `update_tail_matches_naive` guards this.
-    let dst = MatMut::from_column_major_slice_with_stride_mut(&mut w[b..], d - b, rows, d)
-        .transpose_mut();
-    let lhs = MatRef::from_row_major_slice(&e[..rows * bw], rows, bw);
-    let rhs = MatRef::from_row_major_slice_with_stride(&u[a * d + b..], bw, d - b, d);
-    faer::linalg::matmul::matmul(dst, Accum::Add, lhs, rhs, -1.0f32, Par::rayon(0));
 }
 
 /// Runs SparseGPT on row-major `w` (`d` columns) in place. `u` is the upper Cholesky factor of
@@ -103,7 +86,7 @@ pub fn sparsegpt_sweep(w: &mut [f32], d: usize, u: &[f32], block: usize, rule: M
                             let (wv, ut) = (w1[jj + t], u[(j + t) * d + j + t]);
                             scores[t] = wv * wv / (ut * ut);
                         }
-                        let bits = group_prune_bits(&scores[..m], nm.n);
+                        let bits = group_prune_bits(&scores[..m], group_keep(m, nm));
                         for t in 0..m {
                             mr[jj + t] = bits >> t & 1 == 1;
                         }
@@ -128,8 +111,8 @@ pub fn sparsegpt_sweep(w: &mut [f32], d: usize, u: &[f32], block: usize, rule: M
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compress::hessian::inverse_factor;
-    use crate::compress::hessian::tests::{correlated_x, rand_vec, stats_of};
+    use crate::compress::kit::obs::inverse_factor;
+    use crate::stats::tests::{correlated_x, rand_vec, stats_of};
     use faer::{Mat, Side, linalg::solvers::Solve};
 
     /// Minimises ‖(w − w')Xᵀ‖² over the free columns of w' (others fixed: `fixed[j]` → w'_j =
@@ -161,7 +144,7 @@ mod tests {
         let x = rand_vec(21, t * d); // full rank
         let h = stats_of(&x, t, d).hessian.unwrap();
         let w0 = rand_vec(22, rows * d);
-        let f = inverse_factor("t", &h, 0.0).unwrap();
+        let f = inverse_factor(&h, 0.0).unwrap();
         for q in [0usize, 3] {
             let mut given = vec![false; rows * d];
             for i in 0..rows {
@@ -194,41 +177,10 @@ mod tests {
     fn unstructured_block_count_is_exact() {
         let (rows, d, t) = (6, 10, 40);
         let h = stats_of(&correlated_x(3, t, d), t, d).hessian.unwrap();
-        let f = inverse_factor("t", &h, 0.01).unwrap();
+        let f = inverse_factor(&h, 0.01).unwrap();
         let mut w = rand_vec(4, rows * d);
         sparsegpt_sweep(&mut w, d, &f.u, 4, MaskRule::Unstructured(0.5));
         // Blocks of 4, 4, 2 columns: floor(24·.5) + floor(24·.5) + floor(12·.5) = 30.
         assert_eq!(w.iter().filter(|v| **v == 0.0).count(), 30);
-    }
-}
-
-#[cfg(test)]
-mod tail_tests {
-    use super::*;
-    use crate::compress::hessian::tests::rand_vec;
-
-    #[test]
-    fn update_tail_matches_naive() {
-        for (rows, d, a, b) in [(6, 10, 0, 4), (4, 8, 3, 6), (16, 64, 16, 32), (3, 5, 0, 1)] {
-            let w0 = rand_vec(1, rows * d);
-            let u = rand_vec(2, d * d);
-            let e = rand_vec(3, rows * (b - a));
-            let mut w = w0.clone();
-            update_tail(&mut w, d, &e, &u, a, b);
-            for i in 0..rows {
-                for j in 0..d {
-                    let mut want = w0[i * d + j];
-                    if j >= b {
-                        for k in a..b {
-                            want -= e[i * (b - a) + k - a] * u[k * d + j];
-                        }
-                    }
-                    assert!(
-                        (w[i * d + j] - want).abs() < 1e-4,
-                        "{rows} {d} {a} {b} ({i},{j})"
-                    );
-                }
-            }
-        }
     }
 }

@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use crate::compress::NofM;
-use crate::compress::magnitude::math::{
+use crate::compress::kit::select::{
     key_index, prune_count, prune_n_of_m_rows, score_key, smallest_k,
 };
 

@@ -1,292 +1,321 @@
-//! Compressing one decoder block: the per-linear state and the two ways statistics are gathered.
+//! Compressing one decoder block, in either ordering of the recipe's `sequential` key:
 //!
-//! * **Staged** (dense models with `propagate: compressed`, the default): the block is run one
-//!   linear group at a time — q/k/v, then o, then gate/up, then down — and each group is
-//!   calibrated on inputs produced by the *already compressed* groups before it ("true
-//!   sequential", as in the GPTQ and SparseGPT reference scripts' `--true-sequential`). Each
-//!   group's input is computed once and cached, so the whole block costs about one forward pass
-//!   plus one extra gate/up GEMM, instead of two full passes; the last stage's output is the
-//!   next block's input. This differs from llm-compressor, which calibrates every linear of a
-//!   block from one pass of the dense block.
-//! * **Two-pass** (MoE blocks, `propagate: original`, and data-free recipes): pass 1 runs the
-//!   dense block with a tap that gathers every group's statistics at once (for data-free methods
-//!   only the first ~1k tokens, for the error measurement); pass 2 recomputes the outputs.
+//! * **`block`** (the reference ordering of llm-compressor and the Wanda/SparseGPT scripts):
+//!   one forward of the block as loaded gathers every linear's statistics at once; every
+//!   targeted linear is compressed; a second forward, of the compressed block (or the original
+//!   one with `propagate: original`), gives the next block's inputs. About two block forwards.
+//! * **`linear`** (true-sequential, the GPTQ/SparseGPT scripts' `--true-sequential`): the
+//!   block's staged forward ([`crate::model::Stage`]) runs over all calibration batches one
+//!   stage at a time — q/k/v, then o, then gate/up (or the router, then the experts' gate/up),
+//!   then down — and each group is compressed, and swapped into the block, between observing
+//!   its inputs and advancing past it. Each group is calibrated on inputs produced by the
+//!   already compressed groups, each input is computed once, and the last stage's output is the
+//!   next block's input: about one block forward (plus one gate/up GEMM in the lean state).
+//!
+//! Either way the block is built on the device once and compressed linears are swapped in with
+//! [`crate::model::DecoderBlock::set_linear`]; on the host each linear is held as read, plus its
+//! compressed form once a step has touched it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use burn::tensor::Tensor;
 
 use super::ERROR_TOKENS;
-use crate::arch::{BlockWeights, LinearSlot, tap_point};
+use crate::allocate::Allocation;
+use crate::arch::{BlockWeights, LinearSlot};
 use crate::compress::quant::ScaleDtype;
-use crate::compress::{CompressedLinear, InputStats, Needs};
+use crate::compress::{CompressedLinear, ExportHints, LinearInput};
 use crate::error::{PareError, Result};
+use crate::id::LinearId;
 use crate::matrix::Matrix;
-use crate::model::{NoTap, Rope, TapPoint};
-use crate::pipeline::stats_tap::StatsTap;
-use crate::pipeline::{ModelRunner, Progress};
+use crate::model::{DecoderBlock, Ffn, NoTap, Rope, Stage, TapPoint};
+use crate::pipeline::Progress;
 use crate::recipe::PlanStep;
+use crate::stats::{StatKind, StatSet, Stats, StatsTap};
 
 /// One linear's journey through the recipe's steps.
 pub struct LinearState {
+    pub slot: LinearSlot,
+    pub point: TapPoint,
+    /// The weight as read from the checkpoint.
     pub original: Matrix,
-    pub current: CompressedLinear,
+    /// The compressed form, once a step has touched the linear.
+    pub current: Option<CompressedLinear>,
+    /// Steps applied, by name.
     pub methods: Vec<String>,
-    pub warnings: Vec<String>,
+    pub notes: Vec<String>,
+    pub hints: ExportHints,
 }
 
-/// A block being compressed: its weights, per-linear states and the inputs kept for errors.
+/// What every block of a run shares: the steps, their target sets and the allocation.
+pub struct LoopCtx<'a> {
+    pub steps: &'a [PlanStep],
+    pub targeted: Vec<BTreeSet<LinearId>>,
+    pub allocation: &'a Allocation,
+    pub scale_dtype: ScaleDtype,
+}
+
+impl<'a> LoopCtx<'a> {
+    pub fn new(steps: &'a [PlanStep], allocation: &'a Allocation, scale_dtype: ScaleDtype) -> Self {
+        Self {
+            steps,
+            targeted: steps
+                .iter()
+                .map(|s| s.targets.iter().copied().collect())
+                .collect(),
+            allocation,
+            scale_dtype,
+        }
+    }
+
+    /// The statistics the steps targeting `id` need.
+    fn needs(&self, id: LinearId) -> StatSet {
+        self.steps
+            .iter()
+            .zip(&self.targeted)
+            .filter(|(_, t)| t.contains(&id))
+            .fold(StatSet::EMPTY, |n, (s, _)| {
+                n.union(s.method.compressor().stats())
+            })
+    }
+
+    fn targets(&self, id: LinearId) -> bool {
+        self.targeted.iter().any(|t| t.contains(&id))
+    }
+}
+
+/// A block being compressed: its device copy and its linears' states.
 pub struct BlockJob<'a> {
-    pub weights: BlockWeights,
-    pub states: BTreeMap<String, LinearState>,
+    ctx: &'a LoopCtx<'a>,
+    block: DecoderBlock,
+    pub states: Vec<LinearState>,
+    /// The first calibration rows at each compressed linear's input, for the error measurement.
     pub kept_inputs: BTreeMap<TapPoint, Matrix>,
-    steps: &'a [PlanStep],
-    targeted: &'a [BTreeSet<String>],
-    sdt: ScaleDtype,
 }
 
 impl<'a> BlockJob<'a> {
-    pub fn new(
-        weights: BlockWeights,
-        steps: &'a [PlanStep],
-        targeted: &'a [BTreeSet<String>],
-        sdt: ScaleDtype,
-    ) -> Self {
+    /// Takes the block's host weights (already built into `block`) into per-linear states.
+    pub fn new(ctx: &'a LoopCtx<'a>, block: DecoderBlock, weights: BlockWeights) -> Self {
         let states = weights
             .linears
-            .iter()
-            .map(|(slot, m, _)| {
-                let st = LinearState {
-                    original: m.clone(),
-                    current: CompressedLinear {
-                        weight: m.clone(),
-                        quant: None,
-                    },
-                    methods: Vec::new(),
-                    warnings: Vec::new(),
-                };
-                (slot.id.clone(), st)
+            .into_iter()
+            .map(|(slot, original, _bias)| LinearState {
+                point: TapPoint::input_of(slot.id.role),
+                slot,
+                original,
+                current: None,
+                methods: Vec::new(),
+                notes: Vec::new(),
+                hints: ExportHints::default(),
             })
             .collect();
         Self {
-            weights,
+            ctx,
+            block,
             states,
             kept_inputs: BTreeMap::new(),
-            steps,
-            targeted,
-            sdt,
         }
     }
 
-    /// The block's weights with every linear's current (compressed so far) weight.
-    pub fn current_weights(&self) -> BlockWeights {
-        let mut out = self.weights.clone();
-        for (slot, m, _) in out.linears.iter_mut() {
-            if let Some(st) = self.states.get(&slot.id) {
-                *m = st.current.weight.clone();
-            }
-        }
-        out
-    }
-
-    /// Linears read at `point` that some step targets.
-    fn group(&self, point: Option<TapPoint>) -> Vec<LinearSlot> {
-        self.weights
-            .linears
-            .iter()
-            .map(|(s, _, _)| s)
-            .filter(|s| point.is_none_or(|p| tap_point(&s.id) == p))
-            .filter(|s| self.targeted.iter().any(|t| t.contains(&s.id)))
-            .cloned()
+    /// Indices of the targeted linears whose input is at one of `points` (all when `None`).
+    fn group(&self, points: Option<&BTreeSet<TapPoint>>) -> Vec<usize> {
+        (0..self.states.len())
+            .filter(|&i| {
+                let s = &self.states[i];
+                self.ctx.targets(s.slot.id) && points.is_none_or(|p| p.contains(&s.point))
+            })
             .collect()
-    }
-
-    /// Union of what the steps need for the linears in `ids`.
-    fn needs_of(&self, ids: &[LinearSlot]) -> Needs {
-        self.steps
-            .iter()
-            .zip(self.targeted)
-            .filter(|(_, t)| ids.iter().any(|s| t.contains(&s.id)))
-            .fold(Needs::NONE, |n, (s, _)| n.union(s.method.needs()))
     }
 
     /// True when some step targeting this block needs calibration statistics.
     pub fn needs_data(&self) -> bool {
-        self.needs_of(&self.group(None)).any()
+        self.group(None)
+            .iter()
+            .any(|&i| !self.ctx.needs(self.states[i].slot.id).is_empty())
     }
 
-    /// Applies every step, in order, to the linears in `ids` with the gathered `stats`.
-    fn apply(
+    fn experts(&self) -> Option<usize> {
+        match &self.block.ffn {
+            Ffn::Moe(m) => Some(m.experts.len()),
+            Ffn::Dense(_) => None,
+        }
+    }
+
+    /// A tap gathering what the linears `group` need, keeping their inputs' first rows; with
+    /// `routing`, also the routing decisions an expert step needs (a tap that runs the router).
+    fn tap_for(&self, group: &[usize], routing: bool) -> StatsTap {
+        let mut points: BTreeMap<TapPoint, (usize, StatSet)> = BTreeMap::new();
+        let mut keep = BTreeMap::new();
+        let mut wants_routing = false;
+        for &i in group {
+            let s = &self.states[i];
+            let need = self.ctx.needs(s.slot.id);
+            wants_routing |= need.contains(StatKind::Routing);
+            let e = points
+                .entry(s.point)
+                .or_insert((s.slot.cols, StatSet::EMPTY));
+            e.1 = e.1.union(need);
+            keep.insert(s.point, s.slot.cols);
+        }
+        let experts = self.experts().filter(|_| routing && wants_routing);
+        StatsTap::new(points, experts, keep, ERROR_TOKENS)
+    }
+
+    /// Applies every step, in order, to the linears `group` with the gathered `stats`, then swaps
+    /// the compressed weights into the device block when `push`.
+    fn compress(
         &mut self,
-        ids: &[LinearSlot],
-        stats: &BTreeMap<TapPoint, InputStats>,
+        group: &[usize],
+        stats: &Stats,
+        push: bool,
         progress: &dyn Progress,
     ) -> Result<()> {
-        for (step, targets) in self.steps.iter().zip(self.targeted) {
-            for slot in ids.iter().filter(|s| targets.contains(&s.id)) {
-                let st = self
-                    .states
-                    .get_mut(&slot.id)
-                    .ok_or_else(|| PareError::Usage(format!("no state for {}", slot.id)))?;
-                let point_stats = stats.get(&tap_point(&slot.id));
-                let (cl, warnings) =
-                    step.method
-                        .apply(&slot.id, &st.current.weight, point_stats, self.sdt)?;
-                for w in &warnings {
-                    progress.warn(&format!("{}: {w}", slot.id));
+        let ctx = self.ctx;
+        for (si, (step, targets)) in ctx.steps.iter().zip(&ctx.targeted).enumerate() {
+            for &i in group {
+                let st = &mut self.states[i];
+                let id = st.slot.id;
+                if !targets.contains(&id) {
+                    continue;
                 }
-                // A later pruning step invalidates an earlier quantisation's integers.
-                let quant = cl.quant.or_else(|| {
-                    if cl.weight == st.current.weight {
-                        st.current.quant.take()
-                    } else {
-                        None
+                let settings = ctx.allocation.settings(si, id);
+                if settings.protect {
+                    let note = format!("{}: protected, left unchanged", step.name);
+                    if !st.notes.contains(&note) {
+                        st.notes.push(note);
                     }
-                });
-                st.current = CompressedLinear {
-                    weight: cl.weight,
-                    quant,
+                    continue;
+                }
+                let current = st
+                    .current
+                    .take()
+                    .unwrap_or_else(|| CompressedLinear::dense(st.original.clone()));
+                let input = LinearInput {
+                    id,
+                    original: &st.original,
+                    current: &current,
+                    stats,
+                    point: st.point,
+                    settings: &settings,
+                    scale_dtype: ctx.scale_dtype,
                 };
+                let out = step
+                    .method
+                    .compressor()
+                    .compress(&input)
+                    .map_err(|e| e.in_layer(id))?;
+                for n in &out.notes {
+                    progress.warn(&format!("{id}: {n}"));
+                }
+                st.current = Some(out.linear);
+                st.hints = out.hints;
                 st.methods.push(step.name.clone());
-                st.warnings.extend(warnings);
+                st.notes.extend(out.notes);
+            }
+        }
+        if push {
+            for &i in group {
+                let st = &self.states[i];
+                if let Some(c) = &st.current {
+                    self.block
+                        .set_linear(st.slot.id.role, &c.weight)
+                        .map_err(|e| e.in_layer(st.slot.id))?;
+                }
             }
         }
         Ok(())
     }
 
-    fn tap_for(&self, ids: &[LinearSlot], all_points: bool) -> StatsTap {
-        let needs = self.needs_of(ids);
-        let mut points: BTreeMap<TapPoint, (usize, Needs)> = BTreeMap::new();
-        for s in ids {
-            points.insert(tap_point(&s.id), (s.cols, needs));
-        }
-        if all_points {
-            for (s, _, _) in &self.weights.linears {
-                points
-                    .entry(tap_point(&s.id))
-                    .or_insert((s.cols, Needs::NONE));
-            }
-        }
-        StatsTap::new(points, ERROR_TOKENS)
-    }
-
-    /// Staged compression of a dense block; replaces `hidden` with the block's outputs.
-    pub fn run_staged(
+    /// `sequential: block`: gather, compress all, re-run. Replaces `hidden` with the outputs of
+    /// the compressed block (`propagate_compressed`) or of the original one.
+    pub fn run_block_mode(
         &mut self,
-        runner: &ModelRunner,
-        hidden: &mut [Tensor<3>],
-        rope: &Rope,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        let mut cache: Vec<Tensor<2>> = Vec::with_capacity(hidden.len());
-        for point in [
-            TapPoint::AttnIn,
-            TapPoint::AttnOutIn,
-            TapPoint::MlpIn,
-            TapPoint::MlpDownIn,
-        ] {
-            let block = runner
-                .arch
-                .build_block(&self.current_weights(), &runner.device)?;
-            let mlp = dense_mlp(&block)?;
-            let ids = self.group(Some(point));
-            let d_in = self
-                .weights
-                .linears
-                .iter()
-                .find(|(s, _, _)| tap_point(&s.id) == point)
-                .map(|(s, _, _)| s.cols)
-                .unwrap_or(0);
-            let needs = self.needs_of(&ids);
-            let mut tap = StatsTap::new(BTreeMap::from([(point, (d_in, needs))]), ERROR_TOKENS);
-            for (i, h) in hidden.iter().enumerate() {
-                let [b, s, d] = h.dims();
-                tap.batch_seqs = b;
-                let h2 = h.clone().reshape([b * s, d]);
-                let x = match point {
-                    TapPoint::AttnIn => block.input_norm.forward(h2),
-                    TapPoint::AttnOutIn => {
-                        let a = block.attn.attend(block.input_norm.forward(h2), b, s, rope);
-                        cache.push(a.clone());
-                        a
-                    }
-                    TapPoint::MlpIn => {
-                        let h1 = h2 + block.attn.o.forward(cache[i].clone());
-                        cache[i] = h1.clone();
-                        block.post_norm.forward(h1)
-                    }
-                    _ => mlp.activation(block.post_norm.forward(cache[i].clone())),
-                };
-                crate::model::Tap::observe(&mut tap, point, &x)?;
-            }
-            let (stats, kept) = tap.finish();
-            self.kept_inputs.extend(kept);
-            self.apply(&ids, &stats, progress)?;
-        }
-        // The block's output from the fully compressed block.
-        let block = runner
-            .arch
-            .build_block(&self.current_weights(), &runner.device)?;
-        let mlp = dense_mlp(&block)?;
-        for (h, h1) in hidden.iter_mut().zip(cache) {
-            let [b, s, d] = h.dims();
-            let out = h1.clone()
-                + mlp
-                    .down
-                    .forward(mlp.activation(block.post_norm.forward(h1)));
-            *h = out.reshape([b, s, d]);
-        }
-        Ok(())
-    }
-
-    /// Two-pass compression; replaces `hidden` with the outputs of the compressed block
-    /// (`propagate_compressed`) or of the original one.
-    pub fn run_two_pass(
-        &mut self,
-        runner: &ModelRunner,
         hidden: &mut [Tensor<3>],
         rope: &Rope,
         propagate_compressed: bool,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let ids = self.group(None);
-        if !ids.is_empty() {
-            let block = runner.arch.build_block(&self.weights, &runner.device)?;
-            let mut tap = self.tap_for(&ids, true);
-            let data = self.needs_of(&ids).any();
-            let mut tokens = 0;
+        let group = self.group(None);
+        if !group.is_empty() {
+            let mut tap = self.tap_for(&group, true);
             for h in hidden.iter() {
-                if !data && tokens >= ERROR_TOKENS {
-                    break;
+                if tap.only_keeping_and_full() {
+                    break; // data-free: only the error measurement's rows were needed
                 }
-                let [b, s, _] = h.dims();
-                tap.batch_seqs = b;
-                tokens += b * s;
-                block.forward(h.clone(), rope, &mut tap)?;
+                tap.batch_seqs = h.dims()[0];
+                self.block.forward(h.clone(), rope, &mut tap)?;
             }
             let (stats, kept) = tap.finish();
             self.kept_inputs = kept;
-            self.apply(&ids, &stats, progress)?;
+            self.compress(&group, &stats, propagate_compressed, progress)?;
         }
-        let next = if propagate_compressed {
-            self.current_weights()
-        } else {
-            self.weights.clone()
-        };
-        let block = runner.arch.build_block(&next, &runner.device)?;
         for h in hidden.iter_mut() {
-            *h = block.forward(h.clone(), rope, &mut NoTap)?;
+            *h = self.block.forward(h.clone(), rope, &mut NoTap)?;
         }
         Ok(())
     }
-}
 
-/// The dense MLP of a block (staged compression is only chosen for dense blocks).
-fn dense_mlp(block: &crate::model::DecoderBlock) -> Result<&crate::model::Mlp> {
-    match &block.ffn {
-        crate::model::Ffn::Dense(mlp) => Ok(mlp),
-        crate::model::Ffn::Moe(_) => Err(PareError::Usage(
-            "staged compression needs a dense MLP".into(),
-        )),
+    /// `sequential: linear`: true-sequential compression over the block's stages; replaces
+    /// `hidden` with the fully compressed block's outputs.
+    pub fn run_linear_mode(
+        &mut self,
+        hidden: &mut Vec<Tensor<3>>,
+        rope: &Rope,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let mut staged: Vec<_> = hidden
+            .drain(..)
+            .map(|h| self.block.begin(h, true))
+            .collect();
+        let mut stats = Stats::default();
+        for &stage in self.block.stages() {
+            let points = self.block.stage_points(stage);
+            let group = self.group(Some(&points));
+            if !group.is_empty() {
+                let mut tap = self.tap_for(&group, false);
+                for st in &staged {
+                    tap.batch_seqs = st.batch();
+                    self.block.observe(st, &mut tap)?;
+                }
+                let (s, kept) = tap.finish();
+                stats.extend(s);
+                self.kept_inputs.extend(kept);
+                self.compress(&group, &stats, true, progress)?;
+            }
+            // Routing decisions are made while advancing past the router, for the experts' steps.
+            let mut tap = self.routing_tap(stage);
+            for st in staged.iter_mut() {
+                tap.batch_seqs = st.batch();
+                self.block.advance(st, rope, &mut tap)?;
+            }
+            stats.extend(tap.finish().0);
+        }
+        for st in staged {
+            if st.stage() != Stage::Done {
+                return Err(PareError::Internal(format!(
+                    "staged forward stopped at {:?}",
+                    st.stage()
+                )));
+            }
+            hidden.push(st.output());
+        }
+        Ok(())
+    }
+
+    /// A tap for the routing decisions made when advancing past `stage`, when an expert step
+    /// needs them.
+    fn routing_tap(&self, stage: Stage) -> StatsTap {
+        let wanted = stage == Stage::Mlp
+            && self.group(None).iter().any(|&i| {
+                self.ctx
+                    .needs(self.states[i].slot.id)
+                    .contains(StatKind::Routing)
+            });
+        StatsTap::new(
+            BTreeMap::new(),
+            self.experts().filter(|_| wanted),
+            BTreeMap::new(),
+            0,
+        )
     }
 }

@@ -5,24 +5,16 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::allocate::Allocation;
+use crate::arch::LinearSlot;
 use crate::calib::CalibrationSet;
 use crate::checkpoint::{self, Dtype, OutTensor};
-use crate::compress::quant::ScaleDtype;
-use crate::compress::{CompressedLinear, Method, QuantScheme};
+use crate::compress::{CompressedLinear, ExportHints, QuantScheme};
 use crate::error::{PareError, Result};
 use crate::recipe::{ExportFormat, Plan};
 
 /// compressed-tensors version whose layout pare writes.
 pub const CT_VERSION: &str = "0.19.0";
-
-/// The dtype quantisation scales are rounded to: the model's float dtype.
-pub fn scale_dtype_for(dtype: Dtype) -> ScaleDtype {
-    match dtype {
-        Dtype::BF16 => ScaleDtype::BF16,
-        Dtype::F16 => ScaleDtype::F16,
-        _ => ScaleDtype::F32,
-    }
-}
 
 fn dtype_bytes(d: Dtype) -> u64 {
     match d {
@@ -37,11 +29,9 @@ pub struct ExportState {
     format: ExportFormat,
     dtype: Dtype,
     groups: Vec<(QuantScheme, Vec<String>)>,
-    /// Per entry of `groups`: produced by GPTQ with `actorder: static` (written as
-    /// `"actorder": "static"`, as llm-compressor does; RTN/FineQuant groups keep `null`).
+    /// Per entry of `groups`: quantised with static act-order (written as `"actorder": "static"`,
+    /// as llm-compressor does; RTN/FineQuant groups keep `null`).
     static_order: Vec<bool>,
-    /// Canonical ids that a GPTQ step with act-order targets.
-    gptq_ordered: std::collections::BTreeSet<String>,
     unquantised: Vec<String>,
     sparse_targets: Vec<String>,
     zeros: u64,
@@ -52,18 +42,12 @@ pub struct ExportState {
 }
 
 impl ExportState {
-    pub fn new(plan: &Plan, dtype: Dtype) -> Self {
+    pub fn new(format: ExportFormat, dtype: Dtype) -> Self {
         Self {
-            format: plan.export.format,
+            format,
             dtype,
             groups: Vec::new(),
             static_order: Vec::new(),
-            gptq_ordered: plan
-                .steps
-                .iter()
-                .filter(|s| matches!(s.method, Method::Gptq { actorder: true, .. }))
-                .flat_map(|s| s.targets.iter().cloned())
-                .collect(),
             unquantised: Vec::new(),
             sparse_targets: Vec::new(),
             zeros: 0,
@@ -74,21 +58,23 @@ impl ExportState {
         }
     }
 
-    /// Tensors for linear `key` (checkpoint module prefix) in the export layout.
+    /// Tensors for the linear `slot` in the export layout; `compressed` is false for a linear no
+    /// step touched (written dense).
     pub fn encode(
         &mut self,
-        key: &str,
-        id: &str,
+        slot: &LinearSlot,
         cl: &CompressedLinear,
+        hints: ExportHints,
         compressed: bool,
     ) -> Result<Vec<(String, OutTensor)>> {
+        let key = slot.key.as_str();
         let w = &cl.weight;
         self.params += w.data.len() as u64;
         self.zeros += w.data.iter().filter(|v| **v == 0.0).count() as u64;
         self.bytes_before += w.data.len() as u64 * dtype_bytes(self.dtype);
         let tensors = match (self.format, compressed, &cl.quant) {
             (ExportFormat::PackQuantized, true, Some(q)) => {
-                let ordered = self.gptq_ordered.contains(id);
+                let ordered = hints.actorder_static;
                 let found = self
                     .groups
                     .iter()
@@ -110,7 +96,7 @@ impl ExportState {
             (ExportFormat::Sparse24Bitmask, true, _) => {
                 self.sparse_targets.push(key.to_string());
                 checkpoint::encode_sparse_24_bitmask(key, w, self.dtype)
-                    .map_err(|e| PareError::Usage(format!("{id}: {e}")))?
+                    .map_err(|e| e.in_layer(slot.id))?
             }
             _ => {
                 self.unquantised.push(key.to_string());
@@ -133,10 +119,18 @@ impl ExportState {
 
     /// The output config.json: the input's, plus pare's `compression` section and the
     /// compressed-tensors block for the chosen layout.
-    pub fn config_json(&self, raw: &Value, plan: &Plan, calib: &CalibrationSet) -> Result<Value> {
+    pub fn config_json(
+        &self,
+        raw: &Value,
+        plan: &Plan,
+        allocation: &Allocation,
+        calib: &CalibrationSet,
+    ) -> Result<Value> {
         let mut cfg = raw.clone();
         let Some(obj) = cfg.as_object_mut() else {
-            return Err(PareError::Usage("config.json is not a JSON object".into()));
+            return Err(PareError::Internal(
+                "config.json is not a JSON object".into(),
+            ));
         };
         obj.remove("quantization_config");
         let steps: Vec<Value> = plan
@@ -150,8 +144,10 @@ impl ExportState {
                 "tool": "pare",
                 "version": crate::VERSION,
                 "steps": steps,
+                "sequential": plan.sequential,
                 "calibration": { "source": calib.source, "samples": calib.ids.len(), "seq_len": calib.seq_len(), "seed": calib.seed },
                 "export": format!("{:?}", self.format),
+                "allocation": allocation,
             }),
         );
         let global_sparsity = if self.params > 0 {

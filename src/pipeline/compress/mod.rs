@@ -1,10 +1,10 @@
-//! The compression block loop (DESIGN.md "data flow"): for each decoder block, for each recipe
-//! step that targets it, pass 1 gathers the statistics the step's method needs from the block's
-//! calibration inputs, the method compresses each targeted linear; pass 2 recomputes the block's
-//! outputs (from the compressed block, or the original with `propagate: original`) as the next
-//! block's inputs. Only one block's weights are in memory; each block is written as it finishes.
+//! The compression block loop (DESIGN.md "data flow"): for each decoder block, gather the
+//! statistics the recipe's steps need from the block's calibration inputs, compress each
+//! targeted linear with every step in order, and compute the block's outputs as the next
+//! block's inputs — in the ordering the plan's `sequential` chooses (see [`block`]). Only one
+//! block's weights are in memory; each block is written as it finishes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,22 +12,23 @@ use burn::tensor::Tensor;
 
 use super::progress::Progress;
 use super::runner::ModelRunner;
-use super::stats_tap::relative_error;
-use crate::arch::tap_point;
+use crate::allocate::Allocation;
 use crate::calib::CalibrationSet;
 use crate::checkpoint::{CheckpointWriter, OutTensor};
-use crate::config::ArchKind;
-use crate::error::{PareError, Result};
+use crate::compress::CompressedLinear;
+use crate::compress::kit::select::tail_note;
+use crate::compress::quant::ScaleDtype;
+use crate::error::Result;
 use crate::model::Rope;
 use crate::recipe::{CalibSource, Plan, Propagate, Sequential};
 use crate::report::{BlockTiming, CalibrationInfo, LinearReport, Report};
 
 mod block;
 mod export;
+mod metrics;
 
-use block::BlockJob;
-
-pub use export::scale_dtype_for;
+use block::{BlockJob, LoopCtx};
+use metrics::relative_error;
 
 /// Input rows kept per tap point for measuring reconstruction error.
 const ERROR_TOKENS: usize = 1024;
@@ -36,9 +37,6 @@ const ERROR_TOKENS: usize = 1024;
 pub struct CompressOutcome {
     pub out: PathBuf,
     pub report: Report,
-    /// Seconds of one plain forward pass of the calibration set through all blocks, measured
-    /// during the run (pass 2 of every block), for ratio benchmarks.
-    pub forward_seconds: f64,
 }
 
 /// Loads the calibration set the plan asks for.
@@ -49,21 +47,17 @@ pub fn load_calibration(runner: &ModelRunner, plan: &Plan) -> Result<Calibration
             CalibrationSet::from_text(path, &runner.tokenizer, c.samples, c.seq_len, c.seed)
         }
         CalibSource::Ids(path) => {
-            let set = CalibrationSet::from_ids_file(
-                path,
-                Some(c.samples),
-                Some(c.seq_len),
-                runner.ends.vocab,
-            )?;
-            Ok(set)
+            CalibrationSet::from_ids_file(path, Some(c.samples), Some(c.seq_len), runner.ends.vocab)
         }
     }
 }
 
-/// Compresses `runner`'s model with `plan`, writing into `out`.
+/// Compresses `runner`'s model with `plan` and the pre-decided `allocation`, writing into
+/// `out`.
 pub fn compress(
     runner: &ModelRunner,
     plan: &Plan,
+    allocation: &Allocation,
     recipe_text: &str,
     out: &Path,
     force: bool,
@@ -72,25 +66,19 @@ pub fn compress(
     let t_start = Instant::now();
     let cfg = runner.cfg();
     let dtype = runner.store.main_float_dtype();
-    let sdt = scale_dtype_for(dtype);
     let calib = load_calibration(runner, plan)?;
     let seq = calib.seq_len();
     let mut writer =
         CheckpointWriter::create(out, &runner.dir, force, plan.export.max_shard_bytes)?;
     let rope = Rope::new(cfg, seq.max(1), &runner.device);
-    let batches: Vec<&[Vec<u32>]> = calib.ids.chunks(runner.batch.max(1)).collect();
-    let mut hidden: Vec<Tensor<3>> = batches
-        .iter()
+    let mut hidden: Vec<Tensor<3>> = calib
+        .ids
+        .chunks(runner.batch.max(1))
         .map(|c| runner.ends.embed(c))
         .collect::<Result<_>>()?;
-    let targeted: Vec<BTreeSet<String>> = plan
-        .steps
-        .iter()
-        .map(|s| s.targets.iter().cloned().collect())
-        .collect();
+    let ctx = LoopCtx::new(&plan.steps, allocation, ScaleDtype::from(dtype));
     let mut report = Report::default();
-    let mut forward_seconds = 0.0;
-    let mut export_state = export::ExportState::new(plan, dtype);
+    let mut export_state = export::ExportState::new(plan.export.format, dtype);
 
     progress.start("compress", cfg.num_layers as u64);
     for b in 0..cfg.num_layers {
@@ -98,63 +86,55 @@ pub fn compress(
         let weights = runner
             .arch
             .read_block(&runner.store, b, runner.qcfg.as_ref())?;
-        let mut job = BlockJob::new(weights, &plan.steps, &targeted, sdt);
-        let t_fwd = Instant::now();
-        let staged = cfg.kind == ArchKind::Llama
-            && plan.sequential == Sequential::Linear
-            && plan.propagate == Propagate::Compressed
-            && job.needs_data();
-        if staged {
-            job.run_staged(runner, &mut hidden, &rope, progress)?;
+        let device_block = runner.arch.build_block(&weights, &runner.device)?;
+        let mut job = BlockJob::new(&ctx, device_block, weights);
+        let linear = plan.sequential == Sequential::Linear && job.needs_data();
+        if linear {
+            job.run_linear_mode(&mut hidden, &rope, progress)?;
         } else {
-            job.run_two_pass(
-                runner,
+            job.run_block_mode(
                 &mut hidden,
                 &rope,
                 plan.propagate == Propagate::Compressed,
                 progress,
             )?;
         }
-        forward_seconds += t_fwd.elapsed().as_secs_f64();
-        let BlockJob {
-            weights,
-            states,
-            kept_inputs,
-            ..
-        } = job;
-        // Report rows and the error measurement against the original weights.
-        for (slot, _, _) in &weights.linears {
-            let Some(st) = states.get(&slot.id) else {
+        // Report rows, with the error measured against the original weights.
+        for st in &job.states {
+            let Some(c) = st.current.as_ref().filter(|_| !st.methods.is_empty()) else {
                 continue;
             };
-            if st.methods.is_empty() {
-                continue;
-            }
-            let rel_error = match kept_inputs.get(&tap_point(&slot.id)) {
-                Some(x) => relative_error(&st.original, &st.current.weight, x, &runner.device)?,
+            let rel_error = match job.kept_inputs.get(&st.point) {
+                Some(x) => relative_error(&st.original, &c.weight, x, &runner.device)?,
                 None => None,
             };
+            let pattern = plan
+                .steps
+                .iter()
+                .filter(|s| s.targets.contains(&st.slot.id))
+                .find_map(|s| s.pattern());
             report.linears.push(LinearReport {
-                id: slot.id.clone(),
-                shape: [slot.rows, slot.cols],
+                id: st.slot.id.to_string(),
+                shape: [st.slot.rows, st.slot.cols],
                 method: st.methods.join(" + "),
-                sparsity: st.current.weight.sparsity(),
-                bits: st.current.quant.as_ref().map(|q| q.scheme.bits as f32),
+                sparsity: c.weight.sparsity(),
+                bits: c.quant.as_ref().map(|q| q.scheme.bits as f32),
+                pattern: pattern.map(|p| format!("{}:{}", p.n, p.m)),
+                pattern_exact: pattern.map(|p| tail_note(st.slot.cols, p).is_none()),
                 rel_error,
-                warnings: st.warnings.clone(),
+                warnings: st.notes.clone(),
             });
         }
-        // Write this block's linears and biases.
-        for (slot, _, bias) in &weights.linears {
-            let st = states
-                .get(&slot.id)
-                .ok_or_else(|| PareError::Usage(format!("no state for {}", slot.id)))?;
-            for (name, t) in
-                export_state.encode(&slot.key, &slot.id, &st.current, !st.methods.is_empty())?
-            {
+        // Write this block's linears (biases are pass-through tensors, written below).
+        for st in job.states {
+            let compressed = !st.methods.is_empty();
+            let c = match st.current {
+                Some(c) => c,
+                None => CompressedLinear::dense(st.original),
+            };
+            for (name, t) in export_state.encode(&st.slot, &c, st.hints, compressed)? {
                 writer.add(name, t)?;
             }
-            let _ = bias; // biases are pass-through tensors, written below with the rest
         }
         report.blocks.push(BlockTiming {
             block: b,
@@ -175,7 +155,7 @@ pub fn compress(
             },
         )?;
     }
-    let config = export_state.config_json(&cfg.raw, plan, &calib)?;
+    let config = export_state.config_json(&cfg.raw, plan, allocation, &calib)?;
     let tokenizer_files: Vec<PathBuf> = [
         "tokenizer.json",
         "tokenizer_config.json",
@@ -200,6 +180,10 @@ pub fn compress(
         seed: calib.seed,
     });
     report.provenance.recipe = Some(recipe_text.to_string());
+    report.allocation = (!allocation.is_empty())
+        .then(|| serde_json::to_value(allocation))
+        .transpose()
+        .map_err(|e| crate::PareError::Internal(format!("cannot serialise the allocation: {e}")))?;
     report.totals.seconds = t_start.elapsed().as_secs_f64();
     report.totals.params = runner.parameter_count();
     let (before, after, compact) = export_state.linear_bytes();
@@ -209,6 +193,5 @@ pub fn compress(
     Ok(CompressOutcome {
         out: out_dir,
         report,
-        forward_seconds,
     })
 }

@@ -1,11 +1,12 @@
-//! Round-to-nearest (RTN) weight quantisation: min-max parameters per group, then each weight
-//! rounded on the grid of [`crate::compress::quant`]. Data-free; reproduces llm-compressor's
+//! Round-to-nearest (RTN) weight quantisation of a whole matrix: min-max parameters per group,
+//! then each weight rounded on the grid of [`crate::compress::quant`]. Shared by the `rtn` and
+//! `finequant` methods (and GPTQ's scheme check). Reproduces llm-compressor's
 //! `QuantizationModifier` output byte for byte (see the fixture test in `checkpoint::formats`).
 
 use rayon::prelude::*;
 
 use crate::compress::quant::{ScaleDtype, dequantize_value, minmax_params, quantize_value};
-use crate::compress::{CompressedLinear, QuantScheme, QuantizedWeight};
+use crate::compress::{QuantScheme, QuantizedWeight};
 use crate::error::{PareError, Result};
 use crate::matrix::Matrix;
 
@@ -30,8 +31,13 @@ pub fn check_scheme(scheme: &QuantScheme, cols: usize) -> Result<()> {
 
 /// Quantises `w` with round-to-nearest: one scale (and zero-point when asymmetric) per row and
 /// group of `group_size` input columns (per row when `group_size` is `None`). The returned
-/// `weight` holds the dequantised values rounded to `dt` (what the model computes with).
-pub fn quantize_rtn(w: &Matrix, scheme: QuantScheme, dt: ScaleDtype) -> Result<CompressedLinear> {
+/// matrix holds the dequantised values rounded to `dt` (what the model computes with). Exact
+/// zeros stay exact zeros (their code is the zero-point).
+pub fn quantize_rtn(
+    w: &Matrix,
+    scheme: QuantScheme,
+    dt: ScaleDtype,
+) -> Result<(Matrix, QuantizedWeight)> {
     check_scheme(&scheme, w.cols)?;
     let cols = w.cols;
     let gc = scheme.group_cols(cols);
@@ -60,15 +66,15 @@ pub fn quantize_rtn(w: &Matrix, scheme: QuantScheme, dt: ScaleDtype) -> Result<C
                 }
             });
     }
-    Ok(CompressedLinear {
-        weight: Matrix::from_vec(w.rows, cols, deq),
-        quant: Some(QuantizedWeight {
+    Ok((
+        Matrix::from_vec(w.rows, cols, deq),
+        QuantizedWeight {
             scheme,
             q,
             scales,
             zero_points: (!scheme.symmetric).then_some(zps),
-        }),
-    })
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -84,14 +90,13 @@ mod tests {
             group_size: Some(4),
             symmetric: true,
         };
-        let out = quantize_rtn(&w, s, ScaleDtype::F32).unwrap();
-        let qw = out.quant.unwrap();
+        let (deq, qw) = quantize_rtn(&w, s, ScaleDtype::F32).unwrap();
         // 1.5/0.2 = 7.5 → clamp 7; -0.75/0.2 = -3.75 → -4; 0.3/0.2 = 1.5 → 2 (half to even).
         assert_eq!(qw.q, vec![7, -4, 0, 2, 0, 0, 0, 0]);
         assert_eq!(qw.scales, vec![0.2, f32::EPSILON]);
         assert!(qw.zero_points.is_none());
-        assert_eq!(out.weight.data[0], 7.0 * 0.2f32);
-        assert_eq!(out.weight.data[1], -0.8);
+        assert_eq!(deq.data[0], 7.0 * 0.2f32);
+        assert_eq!(deq.data[1], -0.8);
     }
 
     #[test]
@@ -102,11 +107,11 @@ mod tests {
             group_size: None,
             symmetric: false,
         };
-        let out = quantize_rtn(&w, s, ScaleDtype::F32).unwrap();
-        let qw = out.quant.unwrap();
+        let (deq, qw) = quantize_rtn(&w, s, ScaleDtype::F32).unwrap();
         assert_eq!(qw.scales.len(), 2);
         assert_eq!(qw.zero_points.as_ref().unwrap()[0], -128);
-        for (a, b) in out.weight.data.iter().zip(&w.data) {
+        assert_eq!(deq.data[0], 0.0, "an exact zero stays zero");
+        for (a, b) in deq.data.iter().zip(&w.data) {
             assert!((a - b).abs() <= 2.55 / 255.0 / 2.0 + 1e-6);
         }
     }

@@ -1,0 +1,83 @@
+//! Mixtral-style sparse mixture of experts: softmax router, top-k, renormalised weights. The
+//! routing decision is made on the host (it is tiny) and handed to the tap before the experts run.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::{Linear, Mlp, to_host};
+use crate::error::Result;
+
+/// Mixtral-style sparse MoE.
+#[derive(Clone)]
+pub struct Moe {
+    pub router: Linear,
+    pub experts: Vec<Mlp>,
+    pub top_k: usize,
+}
+
+/// Which tokens each expert receives and with what weight, for one batch.
+#[derive(Clone, Debug, Default)]
+pub struct Routed {
+    /// Router softmax probabilities, row-major `[tokens, experts]`, before top-k.
+    pub probs: Vec<f32>,
+    /// Per expert: the token rows routed to it, in token order.
+    pub tokens: Vec<Vec<i64>>,
+    /// Per expert: the renormalised gate weight of each routed token.
+    pub weights: Vec<Vec<f32>>,
+}
+
+/// What a tap sees of one batch's routing.
+pub struct RoutingDecision<'a> {
+    pub n_experts: usize,
+    /// `[tokens, experts]` router probabilities before top-k.
+    pub probs: &'a [f32],
+    pub tokens: &'a [Vec<i64>],
+    pub weights: &'a [Vec<f32>],
+}
+
+impl Routed {
+    pub fn decision(&self, n_experts: usize) -> RoutingDecision<'_> {
+        RoutingDecision {
+            n_experts,
+            probs: &self.probs,
+            tokens: &self.tokens,
+            weights: &self.weights,
+        }
+    }
+}
+
+impl Moe {
+    /// Routes every token of `x` `[tokens, hidden]` to its top-k experts.
+    pub fn route(&self, x: Tensor<2>) -> Result<Routed> {
+        let t = x.dims()[0];
+        let e = self.experts.len();
+        let probs = to_host(softmax(self.router.forward(x), 1))?;
+        let mut tokens: Vec<Vec<i64>> = vec![Vec::new(); e];
+        let mut weights: Vec<Vec<f32>> = vec![Vec::new(); e];
+        let mut order: Vec<usize> = (0..e).collect();
+        for tok in 0..t {
+            let p = &probs[tok * e..(tok + 1) * e];
+            // Descending probability; ties keep the lower expert index first (torch.topk on CPU).
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+            let chosen = &order[..self.top_k.min(e)];
+            let total: f32 = chosen.iter().map(|&i| p[i]).sum();
+            for &i in chosen {
+                tokens[i].push(tok as i64);
+                weights[i].push(p[i] / total);
+            }
+        }
+        Ok(Routed {
+            probs,
+            tokens,
+            weights,
+        })
+    }
+}
+
+/// The rows of `x` listed in `rows`, as a tensor index and the gathered `[n, hidden]` rows.
+pub fn gather_rows(x: &Tensor<2>, rows: &[i64]) -> (Tensor<1, Int>, Tensor<2>) {
+    let device = x.device();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(rows.to_vec(), [rows.len()]), &device);
+    let xe = x.clone().select(0, idx.clone());
+    (idx, xe)
+}

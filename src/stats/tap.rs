@@ -1,0 +1,184 @@
+//! [`StatsTap`]: the tap of a calibration pass. It feeds every observed tensor to the
+//! [`Accumulator`] of its tap point (one per point, shared by the linears that read it), counts
+//! routing decisions, and keeps the first few input rows per point for measuring reconstruction
+//! error.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Tensor;
+
+use super::{Accumulator, Routing, StatKind, StatSet, Stats};
+use crate::error::Result;
+use crate::matrix::Matrix;
+use crate::model::{RoutingDecision, Tap, TapPoint, to_host};
+
+/// Gathers statistics per tap point during one pass over the calibration batches.
+pub struct StatsTap {
+    acc: BTreeMap<TapPoint, Accumulator>,
+    routing: Option<Routing>,
+    /// Points whose first rows are kept for the error measurement, with their width.
+    keep: BTreeMap<TapPoint, usize>,
+    kept: BTreeMap<TapPoint, Vec<f32>>,
+    keep_tokens: usize,
+    /// Sequences in the batch being run (set by the caller before each forward).
+    pub batch_seqs: usize,
+}
+
+impl StatsTap {
+    /// `points`: tap point → (width, what to gather there); `routing`: also count routing
+    /// decisions of a block with that many experts. `keep`: points whose first `keep_tokens`
+    /// rows are kept (with their width).
+    pub fn new(
+        points: BTreeMap<TapPoint, (usize, StatSet)>,
+        routing: Option<usize>,
+        keep: BTreeMap<TapPoint, usize>,
+        keep_tokens: usize,
+    ) -> Self {
+        let acc = points
+            .into_iter()
+            .filter(|(_, (_, k))| !k.per_point().is_empty())
+            .map(|(p, (d, k))| (p, Accumulator::new(d, k.per_point())))
+            .collect();
+        Self {
+            acc,
+            routing: routing.map(Routing::new),
+            keep,
+            kept: BTreeMap::new(),
+            keep_tokens,
+            batch_seqs: 1,
+        }
+    }
+
+    /// True when nothing is gathered and nothing kept.
+    pub fn is_idle(&self) -> bool {
+        self.acc.is_empty() && self.routing.is_none() && self.keep.is_empty()
+    }
+
+    /// True when every kept point holds `keep_tokens` rows and no statistic is gathered (a
+    /// data-free pass can stop early).
+    pub fn only_keeping_and_full(&self) -> bool {
+        self.acc.is_empty()
+            && self.routing.is_none()
+            && self
+                .keep
+                .iter()
+                .all(|(p, d)| self.kept.get(p).map_or(0, Vec::len) >= self.keep_tokens * d)
+    }
+
+    /// Consumes the tap: the statistics, and the kept inputs as `[tokens, width]` matrices.
+    pub fn finish(self) -> (Stats, BTreeMap<TapPoint, Matrix>) {
+        let points = self.acc.into_iter().map(|(p, a)| (p, a.finish())).collect();
+        let keep = self.keep;
+        let kept = self
+            .kept
+            .into_iter()
+            .filter_map(|(p, v)| {
+                let d = *keep.get(&p)?;
+                (d > 0 && !v.is_empty()).then(|| (p, Matrix::from_vec(v.len() / d, d, v)))
+            })
+            .collect();
+        (Stats::new(points, self.routing), kept)
+    }
+
+    fn keep_rows(&mut self, point: TapPoint, x: &Tensor<2>, host: Option<&[f32]>) -> Result<()> {
+        let Some(&d) = self.keep.get(&point) else {
+            return Ok(());
+        };
+        let tokens = x.dims()[0];
+        let kept = self.kept.entry(point).or_default();
+        let rows = ((self.keep_tokens * d).saturating_sub(kept.len()) / d.max(1)).min(tokens);
+        if rows == 0 {
+            return Ok(());
+        }
+        match host {
+            Some(h) => kept.extend_from_slice(&h[..rows * d]),
+            None => kept.extend(to_host(x.clone().slice([0..rows, 0..d]))?),
+        }
+        Ok(())
+    }
+}
+
+/// Per-column reductions on the device: `d` floats (or `groups × d`) come to the host.
+fn reduce_on_device(acc: &mut Accumulator, x: &Tensor<2>, groups: usize) -> Result<()> {
+    let [tokens, d] = x.dims();
+    let kinds = acc.kinds();
+    if kinds.contains(StatKind::SqNorms) {
+        acc.add_sq(&to_host(x.clone().square().sum_dim(0))?);
+    }
+    if kinds.contains(StatKind::MeanVar) && tokens > 0 {
+        let per = tokens / groups;
+        let x3 = x.clone().reshape([groups, per, d]);
+        let mean = x3.clone().mean_dim(1);
+        let var = (x3 - mean.clone()).square().mean_dim(1);
+        let means = to_host(mean.reshape([groups, d]))?;
+        let vars = to_host(var.reshape([groups, d]))?;
+        acc.add_mean_var(&means, &vars, per);
+    }
+    if kinds.contains(StatKind::MaxAbs) && tokens > 0 {
+        acc.add_max_abs(&to_host(x.clone().abs().max_dim(0))?);
+    }
+    Ok(())
+}
+
+impl Tap for StatsTap {
+    fn wants(&self, point: TapPoint) -> bool {
+        self.acc.contains_key(&point) || self.keep.contains_key(&point)
+    }
+
+    fn observe(&mut self, point: TapPoint, x: &Tensor<2>) -> Result<()> {
+        let [tokens, _] = x.dims();
+        let seqs = self.batch_seqs.max(1);
+        // Sequences are whole at block-level points; an expert sees scattered tokens, whose
+        // variance is taken over the whole batch.
+        let groups = if !point.is_expert() && tokens % seqs == 0 {
+            seqs
+        } else {
+            1
+        };
+        let Some(acc) = self.acc.get_mut(&point) else {
+            return self.keep_rows(point, x, None);
+        };
+        if acc.kinds().contains(StatKind::Hessian) {
+            // The Hessian is built on the host (faer): copy the whole input once.
+            let host = to_host(x.clone())?;
+            acc.observe_host_grouped(&host, tokens, seqs, groups);
+            return self.keep_rows(point, x, Some(&host));
+        }
+        acc.count(tokens, seqs);
+        reduce_on_device(acc, x, groups)?;
+        self.keep_rows(point, x, None)
+    }
+
+    fn wants_routing(&self) -> bool {
+        self.routing.is_some()
+    }
+
+    fn observe_routing(&mut self, r: &RoutingDecision<'_>) -> Result<()> {
+        let Some(acc) = self.routing.as_mut() else {
+            return Ok(());
+        };
+        let e = r.n_experts.min(acc.tokens.len());
+        let t = if r.n_experts == 0 {
+            0
+        } else {
+            r.probs.len() / r.n_experts
+        };
+        acc.total_tokens += t as u64;
+        for tok in 0..t {
+            for (i, p) in r.probs[tok * r.n_experts..tok * r.n_experts + e]
+                .iter()
+                .enumerate()
+            {
+                acc.prob_sum[i] += *p as f64;
+            }
+        }
+        for i in 0..e {
+            acc.tokens[i] += r.tokens.get(i).map_or(0, Vec::len) as u64;
+            acc.weight_sum[i] += r
+                .weights
+                .get(i)
+                .map_or(0.0, |w| w.iter().map(|v| *v as f64).sum());
+        }
+        Ok(())
+    }
+}
