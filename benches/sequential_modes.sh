@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The `sequential: block | linear` table: every pruning method at 50/60/70/80 %, 2:4 and 4:8, and
 # GPTQ int4, in both orderings, on stories260k (llm-compressor's calibration ids and evaluation
-# protocol, as tests/parity/) and on tiny-llama (128 × 512 calibration from the TinyStories
-# train head; mean KLD against the dense model on 100 windows of 512, since it is under-trained).
+# protocol, as tests/parity/), and 50 %, 70 %, 2:4 and GPTQ int4 on tiny-llama (128 × 512
+# calibration from the TinyStories train head; mean KLD against the dense model on 50 windows of
+# 512, since it is under-trained).
 # Runs two `pare compare`s, prints the table and writes it to benches/sequential-modes.json,
 # which a test reads to check that each method family's default ordering is the better one.
 #
 #   benches/sequential_modes.sh            # about 25 minutes on 2 cores
-#   STORIES_ONLY=1 benches/sequential_modes.sh
+#   SKIP_STORIES=1 or SKIP_TINY=1 benches/sequential_modes.sh   # one model (keeps the other's results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/pare-sequential}"
@@ -28,11 +29,12 @@ step() { # method level → a recipe step
   esac
 }
 
-recipes() { # model calibration eval → recipe files, prints their paths
+recipes() { # model calibration eval gptq-format levels… → recipe files, prints their paths
   local model=$1 cal=$2 ev=$3 gptq=$4
+  shift 4
   local runs=("magnitude 50")
   for m in wanda sparsegpt; do
-    for l in 50 60 70 80 2:4 4:8; do runs+=("$m $l"); done
+    for l in "$@"; do runs+=("$m $l"); done
   done
   runs+=("gptq $gptq")
   for run in "${runs[@]}"; do
@@ -53,19 +55,21 @@ EOF
   done
 }
 
-# shellcheck disable=SC2046
-"$PARE" --quiet compare --model "$SHARED/models/stories260k" --force --out "$OUT/stories260k" \
-  $(recipes stories260k \
-    "{ ids: $SHARED/models/stories260k/reference.calib_ids.safetensors, samples: 128, seq_len: 256 }" \
-    "{ text: $SHARED/data/tinystories/tinystories_valid_head.txt, seq_len: 256, max_windows: 200, kld: true }" \
-    int4-ch-sym)
-if [ -z "${STORIES_ONLY:-}" ]; then
+if [ -z "${SKIP_STORIES:-}" ]; then
+  # shellcheck disable=SC2046
+  "$PARE" --quiet compare --model "$SHARED/models/stories260k" --force --out "$OUT/stories260k" \
+    $(recipes stories260k \
+      "{ ids: $SHARED/models/stories260k/reference.calib_ids.safetensors, samples: 128, seq_len: 256 }" \
+      "{ text: $SHARED/data/tinystories/tinystories_valid_head.txt, seq_len: 256, max_windows: 200, kld: true }" \
+      int4-ch-sym 50 60 70 80 2:4 4:8)
+fi
+if [ -z "${SKIP_TINY:-}" ]; then
   # shellcheck disable=SC2046
   "$PARE" --quiet compare --model "$SHARED/models/tiny-llama" --force --out "$OUT/tiny-llama" \
     $(recipes tiny-llama \
       "{ text: $SHARED/data/tinystories/tinystories_train_head.txt, samples: 128, seq_len: 512, seed: 0 }" \
-      "{ text: $SHARED/data/tinystories/tinystories_eval.txt, seq_len: 512, max_windows: 100, kld: true }" \
-      int4-g32-sym)
+      "{ text: $SHARED/data/tinystories/tinystories_eval.txt, seq_len: 512, max_windows: 50, kld: true }" \
+      int4-g32-sym 50 70 2:4)
 fi
 
 python3 - "$OUT" benches/sequential-modes.json <<'EOF'

@@ -66,7 +66,7 @@ impl Progress for Bars {
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(value)
-        .map_err(|e| PareError::Usage(format!("cannot serialise output: {e}")))?;
+        .map_err(|e| PareError::Internal(format!("cannot serialise output: {e}")))?;
     println!("{s}");
     Ok(())
 }

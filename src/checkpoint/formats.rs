@@ -255,7 +255,7 @@ pub fn encode_pack_quantized(
     }
     let ng = s.n_groups(cols);
     if q.q.len() != rows * cols || q.scales.len() != rows * ng {
-        return Err(PareError::Usage(format!(
+        return Err(PareError::Internal(format!(
             "{prefix}: quantised weight holds {} values and {} scales; expected {} and {}",
             q.q.len(),
             q.scales.len(),

@@ -319,7 +319,7 @@ impl CheckpointWriter {
     pub fn add(&mut self, name: String, t: OutTensor) -> Result<()> {
         let numel: usize = t.shape.iter().product();
         if (numel * t.dtype.bitsize()).div_ceil(8) != t.bytes.len() {
-            return Err(PareError::Usage(format!(
+            return Err(PareError::Internal(format!(
                 "tensor `{name}`: {} bytes do not match shape {:?} of {:?}",
                 t.bytes.len(),
                 t.shape,
@@ -327,7 +327,7 @@ impl CheckpointWriter {
             )));
         }
         if !self.names.insert(name.clone()) {
-            return Err(PareError::Usage(format!("tensor `{name}` written twice")));
+            return Err(PareError::Internal(format!("tensor `{name}` written twice")));
         }
         let size = t.bytes.len() as u64;
         if self

@@ -7,24 +7,18 @@
 //! every targeted linear with a [`LinearInput`]: the original weight, the current one with its
 //! explicit mask and integer form, the block's statistics and the linear's allocated settings.
 
-pub mod finequant;
 pub mod formats;
-pub mod gptq;
 pub mod kit;
-pub mod magnitude;
 pub mod quant;
-pub mod registry;
-pub mod rtn;
-pub mod sparsegpt;
+mod registry;
 pub mod spec;
 pub mod timing;
 pub mod types;
-pub mod wanda;
 
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use registry::{METHOD_NAMES, Method, MethodSpec, Step};
+pub use registry::MethodSpec;
 pub use types::{
     CompressedLinear, ExportHints, LinearInput, LinearOutput, Mask, QuantScheme, QuantizedWeight,
 };
@@ -86,4 +80,14 @@ pub fn scheme_fields<S: Serializer>(q: &QuantScheme, s: S) -> std::result::Resul
         "symmetric": q.symmetric,
     })
     .serialize(s)
+}
+
+// The method registry: one line per method folder (see `registry.rs`).
+crate::registry! {
+    Magnitude => magnitude,
+    Wanda => wanda,
+    SparseGpt => sparsegpt,
+    Rtn => rtn,
+    Gptq => gptq,
+    FineQuant => finequant,
 }

@@ -174,7 +174,7 @@ impl Ends {
         let mut flat = Vec::with_capacity(b * s);
         for row in ids {
             if row.len() != s {
-                return Err(PareError::Usage(
+                return Err(PareError::Internal(
                     "embed: sequences of a batch differ in length".into(),
                 ));
             }

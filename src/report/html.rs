@@ -24,7 +24,7 @@ fn template_env() -> Result<Environment<'static>> {
         ("comparison.html", include_str!("templates/comparison.html")),
     ] {
         env.add_template(name, src)
-            .map_err(|e| PareError::Usage(format!("report template {name}: {e}")))?;
+            .map_err(|e| PareError::Internal(format!("report template {name}: {e}")))?;
     }
     Ok(env)
 }
@@ -55,7 +55,7 @@ pub fn render_page(
     let env = template_env()?;
     let tmpl = env
         .get_template(name)
-        .map_err(|e| PareError::Usage(format!("report template {name}: {e}")))?;
+        .map_err(|e| PareError::Internal(format!("report template {name}: {e}")))?;
     let plots: Vec<Value> = figures
         .into_iter()
         .map(|f| context! { svg => Value::from_safe_string(f.svg), caption => f.caption })
@@ -63,7 +63,7 @@ pub fn render_page(
     let tool = format!("pare {}", crate::VERSION);
     let sections: Vec<Value> = sections.iter().map(section_value).collect();
     tmpl.render(context! { title, sections, plots, tool })
-        .map_err(|e| PareError::Usage(format!("rendering {name}: {e}")))
+        .map_err(|e| PareError::Internal(format!("rendering {name}: {e}")))
 }
 
 /// The figures of a single report: error and sparsity by layer, and dense vs this model.

@@ -23,14 +23,14 @@ fn ensure_font() -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(PareError::Usage(
+        Err(PareError::Internal(
             "plot: the embedded DejaVu Sans font failed to load".into(),
         ))
     }
 }
 
 fn plot_err(title: &str) -> impl Fn(String) -> PareError + '_ {
-    move |e| PareError::Usage(format!("plot \"{title}\": {e}"))
+    move |e| PareError::Internal(format!("plot \"{title}\": {e}"))
 }
 
 /// `(min, max)` of finite values padded by 5 % (or ±0.5 when flat).

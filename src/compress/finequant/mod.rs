@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::compress::formats;
 use crate::compress::kit::rtn::quantize_rtn;
 use crate::compress::quant::ScaleDtype;
-use crate::compress::registry::MethodSpec;
+use crate::compress::MethodSpec;
 use crate::compress::spec::ResolveCtx;
 use crate::compress::{
     CompressedLinear, Compressor, LinearInput, LinearOutput, MethodKind, QuantScheme,

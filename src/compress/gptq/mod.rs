@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::compress::kit::obs::inverse_factor;
 use crate::compress::kit::rtn::check_scheme;
 use crate::compress::quant::{GroupParams, ScaleDtype, minmax_params};
-use crate::compress::registry::MethodSpec;
+use crate::compress::MethodSpec;
 use crate::compress::spec::ResolveCtx;
 use crate::compress::{
     CompressedLinear, Compressor, ExportHints, LinearInput, LinearOutput, Mask, MethodKind,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::allocate::Profiler;
 use crate::allocate::owl::{self, Owl, ProfileSpec};
 use crate::compress::kit::select::{prune_n_of_m_rows, tail_note};
-use crate::compress::registry::MethodSpec;
+use crate::compress::MethodSpec;
 use crate::compress::spec::ResolveCtx;
 use crate::compress::{
     CompressedLinear, Compressor, LinearInput, LinearOutput, MethodKind, NofM, pattern_name,

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::compress::kit::rtn::quantize_rtn;
-use crate::compress::registry::MethodSpec;
+use crate::compress::MethodSpec;
 use crate::compress::spec::ResolveCtx;
 use crate::compress::{
     CompressedLinear, Compressor, LinearInput, LinearOutput, MethodKind, QuantScheme, scheme_fields,

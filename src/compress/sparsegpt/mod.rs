@@ -18,7 +18,7 @@ use crate::allocate::Profiler;
 use crate::allocate::owl::{self, Owl, ProfileSpec};
 use crate::compress::kit::obs::inverse_factor;
 use crate::compress::kit::select::tail_note;
-use crate::compress::registry::MethodSpec;
+use crate::compress::MethodSpec;
 use crate::compress::spec::ResolveCtx;
 use crate::compress::{
     CompressedLinear, Compressor, LinearInput, LinearOutput, MethodKind, NofM, pattern_name,

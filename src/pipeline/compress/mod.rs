@@ -3,6 +3,15 @@
 //! targeted linear with every step in order, and compute the block's outputs as the next
 //! block's inputs — in the ordering the plan's `sequential` chooses (see [`block`]). Only one
 //! block's weights are in memory; each block is written as it finishes.
+//!
+//! Design notes (against DESIGN-NEXT.md's proposal, which this follows otherwise):
+//! - `protect` is applied here, once, not by each method: no method can forget it.
+//! - The block's statistics are gathered per stage in `linear` mode and passed to every
+//!   compressor as one [`crate::stats::Stats`] with the linear's tap point, so a method can also
+//!   read routing or another point's statistics (MC-MoE, Super Experts).
+//! - Pre-passes fill the [`crate::allocate::Allocation`] before this loop
+//!   ([`crate::pipeline::allocate`]); the `Profiler` trait lives in `allocate/` so that methods
+//!   can hand out profilers without depending on the pipeline.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
