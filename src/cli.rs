@@ -4,21 +4,24 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
 /// pare: post-training compression of large language models.
 #[derive(Parser, Debug)]
 #[command(name = "pare", version, about, long_about = None)]
 pub struct Cli {
     /// Compute device: cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
-    #[arg(long, global = true, default_value = "cpu")]
+    #[arg(long, global = true, default_value = "cpu", help_heading = GLOBAL)]
     pub device: String,
     /// Worker threads for CPU work (default: all cores).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub threads: Option<usize>,
     /// No progress bars or warnings on stderr.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// Machine-readable JSON on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -85,9 +88,13 @@ pub struct EvalArgs {
     /// Task files (JSONL, see eval/README.md).
     #[arg(long, num_args = 1..)]
     pub tasks: Vec<PathBuf>,
-    /// Write report.{json,md,html} into this directory.
+    /// Write report.{json,md,html} into this directory (an existing report is an error unless
+    /// --force).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Replace an existing report in the --report directory.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

@@ -16,9 +16,12 @@ use pare::commands;
 use pare::pipeline::Progress;
 use pare::{PareError, Result};
 
-/// Progress on stderr: an indicatif bar on a terminal, plain log lines otherwise.
+/// Progress on stderr: an indicatif bar on a terminal, plain log lines otherwise (one per step:
+/// `compress: 3/8 (12.3 s)`).
 struct Bars {
     bar: std::sync::Mutex<Option<ProgressBar>>,
+    /// Without a terminal: label, total, steps done, start time.
+    plain: std::sync::Mutex<Option<(String, u64, u64, std::time::Instant)>>,
     quiet: bool,
 }
 
@@ -38,6 +41,8 @@ impl Progress for Bars {
             if let Ok(mut b) = self.bar.lock() {
                 *b = Some(pb);
             }
+        } else if let Ok(mut p) = self.plain.lock() {
+            *p = Some((label.to_string(), total, 0, std::time::Instant::now()));
         }
     }
     fn step(&self) {
@@ -46,12 +51,24 @@ impl Progress for Bars {
                 pb.inc(1);
             }
         }
+        if let Ok(mut p) = self.plain.lock()
+            && let Some((label, total, done, t0)) = p.as_mut()
+        {
+            *done += 1;
+            eprintln!(
+                "{label}: {done}/{total} ({:.1} s)",
+                t0.elapsed().as_secs_f64()
+            );
+        }
     }
     fn finish(&self) {
         if let Ok(mut b) = self.bar.lock() {
             if let Some(pb) = b.take() {
                 pb.finish_and_clear();
             }
+        }
+        if let Ok(mut p) = self.plain.lock() {
+            *p = None;
         }
     }
     fn warn(&self, message: &str) {
@@ -64,14 +81,34 @@ impl Progress for Bars {
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     let s = serde_json::to_string_pretty(value)
         .map_err(|e| PareError::Internal(format!("cannot serialise output: {e}")))?;
-    println!("{s}");
+    Ok(format!("{s}\n"))
+}
+
+/// Fails with a usage error (exit 2) when `dir` already holds a report and `force` is off.
+fn check_report_dir(dir: &std::path::Path, force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    for name in ["report.json", "report.md", "report.html"] {
+        let p = dir.join(name);
+        if p.exists() {
+            return Err(PareError::Usage(format!(
+                "--report {}: {} exists; use --force to replace it",
+                dir.display(),
+                p.display()
+            )));
+        }
+    }
     Ok(())
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the command and returns what it prints on stdout.
+fn run(cli: Cli) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -80,6 +117,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     let progress = Bars {
         bar: std::sync::Mutex::new(None),
+        plain: std::sync::Mutex::new(None),
         quiet: cli.quiet,
     };
     let device = || pare::model::parse_device(&cli.device);
@@ -87,9 +125,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { dir } => {
             let info = pare::inspect::inspect(&dir)?;
             if cli.json {
-                print_json(&info)?
+                out = json(&info)?
             } else {
-                print!("{info}")
+                out = info.to_string()
             }
             if info.non_finite > 0 && !cli.quiet {
                 eprintln!(
@@ -101,9 +139,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Formats => {
             if cli.json {
-                print_json(&pare::compress::formats::FORMATS)?
+                out = json(&serde_json::json!({
+                    "formats": pare::compress::formats::FORMATS,
+                    "exports": pare::compress::formats::EXPORTS,
+                }))?
             } else {
-                print!("{}", pare::compress::formats::formats_table())
+                out = pare::compress::formats::formats_table()
             }
         }
         Command::Eval(a) => {
@@ -115,6 +156,9 @@ fn run(cli: Cli) -> Result<()> {
                 max_windows: a.max_windows,
                 tasks: a.tasks,
             };
+            if let Some(dir) = &a.report {
+                check_report_dir(dir, a.force)?;
+            }
             let report = commands::eval::run(&req, &device()?, &progress)?;
             if let Some(dir) = &a.report {
                 std::fs::create_dir_all(dir)
@@ -122,9 +166,9 @@ fn run(cli: Cli) -> Result<()> {
                 pare::report::write_report(dir, &report)?;
             }
             if cli.json {
-                print_json(&report)?
+                out = json(&report)?
             } else {
-                print!("{}", report.to_markdown())
+                out = report.to_markdown()
             }
         }
         Command::Compress(a) => {
@@ -137,10 +181,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             let done = commands::compress::run(&req, &device()?, &progress)?;
             if cli.json {
-                print_json(&done.report)?
+                out = json(&done.report)?
             } else {
-                print!("{}", done.report.to_markdown());
-                println!("\nwrote {}", done.out.display());
+                out = done.report.to_markdown();
+                let _ = writeln!(out, "\nwrote {}", done.out.display());
             }
         }
         Command::Compare(a) => {
@@ -154,10 +198,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             let cmp = commands::compare::run(&req, &device()?, &progress)?;
             if cli.json {
-                print_json(&cmp)?
+                out = json(&cmp)?
             } else {
-                print!("{}", cmp.to_markdown());
-                println!("\nwrote {}", req.out.join("comparison.html").display());
+                out = cmp.to_markdown();
+                let _ = writeln!(out, "\nwrote {}", req.out.join("comparison.html").display());
             }
         }
         Command::Bench { which } => match which {
@@ -168,25 +212,29 @@ fn run(cli: Cli) -> Result<()> {
             } => {
                 let r = commands::bench::forward(&model, seq_len, sequences, &device()?)?;
                 if cli.json {
-                    print_json(&r)?
+                    out = json(&r)?
                 } else {
-                    println!("model            {}", r.model);
-                    println!("tokens           {} x {}", r.sequences, r.seq_len);
-                    println!(
+                    let _ = writeln!(out, "model            {}", r.model);
+                    let _ = writeln!(out, "tokens           {} x {}", r.sequences, r.seq_len);
+                    let _ = writeln!(
+                        out,
                         "forward          {:.3} s, {:.0} tokens/s (block by block, weights streamed)",
                         r.seconds, r.tokens_per_second
                     );
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "model FLOP/s     {:.2} GFLOP/s ({:.2} MFLOP/token)",
                         r.model_gflops,
                         r.flops_per_token / 1e6
                     );
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "GEMM FLOP/s      {:.2} GFLOP/s (burn matmul, same run)",
                         r.gemm_gflops
                     );
-                    println!("ratio            {:.3}", r.ratio);
-                    println!(
+                    let _ = writeln!(out, "ratio            {:.3}", r.ratio);
+                    let _ = writeln!(
+                        out,
                         "peak RSS         {:.1} MiB",
                         r.peak_rss_bytes as f64 / 1048576.0
                     );
@@ -207,13 +255,14 @@ fn run(cli: Cli) -> Result<()> {
                     &progress,
                 )?;
                 if cli.json {
-                    print_json(&r)?
+                    out = json(&r)?
                 } else {
-                    println!("model            {}", r.model);
-                    println!("calibration      {} x {}", r.samples, r.seq_len);
-                    println!("forward pass     {:.3} s", r.forward_seconds);
+                    let _ = writeln!(out, "model            {}", r.model);
+                    let _ = writeln!(out, "calibration      {} x {}", r.samples, r.seq_len);
+                    let _ = writeln!(out, "forward pass     {:.3} s", r.forward_seconds);
                     for row in &r.rows {
-                        println!(
+                        let _ = writeln!(
+                            out,
                             "{:<40} {:>8.3} s  {:>6.2}x forward  (Cholesky/inverse {:.3} s, {:.1}%)",
                             row.recipe,
                             row.seconds,
@@ -222,7 +271,8 @@ fn run(cli: Cli) -> Result<()> {
                             row.cholesky_share * 100.0
                         );
                     }
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "peak RSS         {:.1} MiB",
                         r.peak_rss_bytes as f64 / 1048576.0
                     );
@@ -230,7 +280,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
     }
-    Ok(())
+    Ok(out)
 }
 
 fn main() -> ExitCode {
@@ -239,7 +289,23 @@ fn main() -> ExitCode {
     // records of burn's hot loops are dispatched at run time, which measured 1.5x slower on the
     // whole forward pass. Warnings go through `Bars::warn` instead.
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(text) => {
+            // A closed stdout (`pare inspect … | head`) ends the program quietly: the reader
+            // has what it wanted.
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing to stdout: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)

@@ -177,10 +177,11 @@ pub fn encode_sparse_bitmask(
 }
 
 /// 2:4 `sparse-24-bitmask`: `{prefix}.compressed` `[rows, cols/2]`, `.bitmask`, `.shape` (I64
-/// `[2,1]`). Exactly 2 of every 4 are kept, as compressed-tensors does (`topk` of |w|): the two
-/// largest |w|, ties to the lower column, so explicit zeros are stored when a group has fewer than
-/// two non-zeros; kept values are laid out in column order. Error when `cols % 4 != 0` or a group
-/// holds more than two non-zeros.
+/// `[2,1]`). Exactly 2 of every 4 are kept, as compressed-tensors 0.14.0.1 does (`torch.topk`
+/// of |w| on the CPU): the two largest |w|, ties to the *higher* column, so explicit zeros are
+/// stored when a group has fewer than two non-zeros; kept values are laid out in column order
+/// (checked byte for byte against that release, `tests/fixtures/ct-sparse/`). Error when
+/// `cols % 4 != 0` or a group holds more than two non-zeros (the library drops values silently).
 pub fn encode_sparse_24_bitmask(
     prefix: &str,
     w: &Matrix,
@@ -205,8 +206,8 @@ pub fn encode_sparse_24_bitmask(
             )));
         }
         let mut order = [0usize, 1, 2, 3];
-        // Stable sort: equal |w| keep column order.
-        order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+        // Descending |w|; equal |w| (−0 and +0 included) → the higher column first.
+        order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()).then(b.cmp(&a)));
         let mut keep = [order[0], order[1]];
         keep.sort_unstable();
         for k in keep {

@@ -128,12 +128,79 @@ fn sparse_roundtrips_are_exact() {
 }
 
 #[test]
-fn sparse_24_keeps_two_largest_ties_to_lower_column() {
+fn sparse_24_keeps_two_largest_ties_to_the_higher_column() {
     let m = Matrix::from_vec(1, 8, vec![0.0, 0.0, 0.0, 0.0, 0.0, -2.0, 0.0, 0.0]);
     let t = encode_sparse_24_bitmask("p", &m, Dtype::F32).unwrap();
     let mask = &t.iter().find(|(n, _)| n == "p.bitmask").unwrap().1;
-    // Group 0 keeps columns 0 and 1 (all ties); group 1 keeps 5 (|-2|) and 4 (first tie).
-    assert_eq!(mask.bytes, vec![0b0011_0011]);
+    // Group 0 keeps columns 2 and 3 (all ties); group 1 keeps 5 (|-2|) and 7 (the last tie), as
+    // compressed-tensors' torch.topk does on the CPU.
+    assert_eq!(mask.bytes, vec![0b1010_1100]);
+}
+
+/// The legacy sparse layouts against compressed-tensors 0.14.0.1, the last release that
+/// registers their compressors (tests/fixtures/ct-sparse/, made by tools/ct_legacy/): pare's
+/// encoding of the fixture's dense weights is byte-identical to the library's, and pare reads
+/// the library's file back to the same weights.
+#[test]
+fn legacy_sparse_layouts_match_compressed_tensors_0_14_byte_for_byte() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ct-sparse");
+    let mut checked = 0;
+    for dir in [
+        "bitmask-bf16",
+        "24-bitmask-bf16",
+        "bitmask-f32",
+        "24-bitmask-f32",
+        "bitmask-edge-f32",
+        "24-bitmask-edge-f32",
+    ] {
+        let d = root.join(dir);
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("FIXTURE.json")).unwrap())
+                .unwrap();
+        assert_eq!(meta["versions"]["compressed-tensors"], "0.14.0.1", "{dir}");
+        let dense_bytes = std::fs::read(d.join("dense.safetensors")).unwrap();
+        let dense = safetensors::SafeTensors::deserialize(&dense_bytes).unwrap();
+        let comp_bytes = std::fs::read(d.join("compressed.safetensors")).unwrap();
+        let comp = safetensors::SafeTensors::deserialize(&comp_bytes).unwrap();
+        // The library's file as a checkpoint pare opens.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("model.safetensors"), &comp_bytes).unwrap();
+        let store = TensorStore::open(tmp.path()).unwrap();
+        let mut theirs: Vec<String> = comp.names().into_iter().map(String::from).collect();
+        theirs.sort();
+        let mut ours_all = Vec::new();
+        for (name, view) in dense.tensors() {
+            let prefix = name.strip_suffix(".weight").unwrap();
+            let (rows, cols) = (view.shape()[0], view.shape()[1]);
+            let values =
+                crate::checkpoint::reader::bytes_to_f32(view.data(), view.dtype()).unwrap();
+            let w = Matrix::from_vec(rows, cols, values);
+            let ours = if dir.starts_with("24-") {
+                encode_sparse_24_bitmask(prefix, &w, view.dtype()).unwrap()
+            } else {
+                encode_sparse_bitmask(prefix, &w, view.dtype()).unwrap()
+            };
+            for (n, t) in &ours {
+                let th = comp.tensor(n).unwrap_or_else(|e| panic!("{dir}: {n}: {e}"));
+                assert_eq!(
+                    (t.dtype, &t.shape[..]),
+                    (th.dtype(), th.shape()),
+                    "{dir} {n}"
+                );
+                assert_eq!(&t.bytes[..], th.data(), "{dir} {n}");
+                ours_all.push(n.clone());
+            }
+            assert_eq!(
+                store.read_linear(prefix, rows, cols, None).unwrap(),
+                w,
+                "{dir} {prefix}"
+            );
+            checked += 1;
+        }
+        ours_all.sort();
+        assert_eq!(ours_all, theirs, "{dir}: tensor names");
+    }
+    assert_eq!(checked, 7 + 7 + 2 + 2 + 1 + 1);
 }
 
 #[test]

@@ -103,6 +103,8 @@ struct OpenShard {
 pub struct CheckpointWriter {
     out: PathBuf,
     tmp: PathBuf,
+    /// Temporary folders of interrupted earlier runs for the same output, removed by `create`.
+    stale: Vec<PathBuf>,
     force: bool,
     max_shard_bytes: u64,
     open: Option<OpenShard>,
@@ -255,6 +257,38 @@ fn write_shard(
     set_mode_644(path)
 }
 
+/// Removes `.<name>.pare-tmp-<pid>` and `.<name>.pare-old-<pid>` folders in `parent` whose
+/// process no longer runs (a killed earlier run); returns them. Without `/proc` (not Linux)
+/// nothing is removed, as liveness cannot be checked.
+fn remove_stale_temps(parent: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    let proc = Path::new("/proc");
+    if !proc.is_dir() {
+        return Ok(Vec::new());
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(f) = file.to_str() else { continue };
+        let pid = [".pare-tmp-", ".pare-old-"].iter().find_map(|tag| {
+            f.strip_prefix('.')
+                .and_then(|r| r.strip_prefix(name))
+                .and_then(|r| r.strip_prefix(tag))
+                .and_then(|p| p.parse::<u32>().ok())
+        });
+        let Some(pid) = pid else { continue };
+        if pid == std::process::id() || proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = e.path();
+        std::fs::remove_dir_all(&path).map_err(|e| io_err("removing stale", &path, e))?;
+        removed.push(path);
+    }
+    Ok(removed)
+}
+
 impl CheckpointWriter {
     /// Prepares to write `out`. Refuses when `out` is `input_dir` or inside it (or contains it),
     /// or exists and `force` is false. Work happens in `.<name>.pare-tmp-<pid>` beside `out`.
@@ -289,6 +323,7 @@ impl CheckpointWriter {
                 out.display()
             )));
         }
+        let stale = remove_stale_temps(parent, name)?;
         let tmp = parent.join(format!(".{name}.pare-tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| io_err("removing stale", &tmp, e))?;
@@ -298,6 +333,7 @@ impl CheckpointWriter {
         Ok(Self {
             out: out.to_path_buf(),
             tmp,
+            stale,
             force,
             max_shard_bytes: max_shard_bytes.max(1),
             open: None,
@@ -314,6 +350,12 @@ impl CheckpointWriter {
         &self.tmp
     }
 
+    /// Temporary folders that interrupted earlier runs left for this output, removed when this
+    /// writer was created.
+    pub fn removed_stale(&self) -> &[PathBuf] {
+        &self.stale
+    }
+
     /// Adds a tensor: closes the current shard first when this tensor would overflow it, then
     /// appends the bytes to the open shard's data file (nothing but the header entry is kept).
     pub fn add(&mut self, name: String, t: OutTensor) -> Result<()> {
@@ -327,7 +369,9 @@ impl CheckpointWriter {
             )));
         }
         if !self.names.insert(name.clone()) {
-            return Err(PareError::Internal(format!("tensor `{name}` written twice")));
+            return Err(PareError::Internal(format!(
+                "tensor `{name}` written twice"
+            )));
         }
         let size = t.bytes.len() as u64;
         if self

@@ -10,8 +10,14 @@
 //!   to the eval block's tasks and run on every compressed model.
 //!
 //! The recipe written next to each output (`recipe.yaml`) is the applied one: its calibration and
-//! eval blocks are the shared ones, with absolute paths. A recipe whose OUT/<stem>/report.json
-//! already exists is not run again (its report is read back) unless `force` is set. The input
+//! eval blocks are the shared ones, with absolute paths.
+//!
+//! Reuse: each run folder holds `compare.json` with a key over everything the run depends on —
+//! the applied recipe, pare's version, the model (its path, config.json and the size and time of
+//! every weight file) and the bytes of the calibration and evaluation files. An earlier run is
+//! read back instead of redone only when its key matches; otherwise it is redone (with a
+//! warning). OUT itself must be new, empty or an earlier comparison's folder, unless `force`
+//! (which also redoes every run). The input
 //! model is added as the `dense` reference row (perplexity of the base, size ratio 1); when tasks
 //! are given it is scored on them too (agreement tasks excepted) and that report is kept in
 //! OUT/dense/.
@@ -64,6 +70,7 @@ pub fn run(req: &CompareRequest, device: &Device, progress: &dyn Progress) -> Re
     }
     let runner = ModelRunner::open(&req.model, device)?;
     let jobs = plan_jobs(req, &runner)?;
+    check_out_dir(req)?;
     std::fs::create_dir_all(&req.out)
         .map_err(|e| PareError::io(format!("creating {}", req.out.display()), e))?;
 
@@ -71,17 +78,28 @@ pub fn run(req: &CompareRequest, device: &Device, progress: &dyn Progress) -> Re
     for job in &jobs {
         let dir = req.out.join(&job.stem);
         let report_path = dir.join("report.json");
-        let report = if !req.force && report_path.is_file() {
+        let key = run_key(&runner, job)?;
+        let stored = stored_key(&dir);
+        let report = if !req.force && report_path.is_file() && stored.as_deref() == Some(&key) {
             progress.warn(&format!(
-                "{}: {} exists, not run again (use --force to re-run)",
+                "{}: reusing the identical earlier run in {} (use --force to re-run)",
                 job.recipe_path.display(),
-                report_path.display()
+                dir.display()
             ));
             read_report(&report_path)?
         } else {
-            // A folder without report.json is an unfinished earlier run of this comparison.
+            if !req.force && report_path.is_file() {
+                progress.warn(&format!(
+                    "{}: the recipe, model or calibration changed since the run in {}; running it again",
+                    job.recipe_path.display(),
+                    dir.display()
+                ));
+            }
+            // The folder belongs to this comparison (checked above): replace what is there.
             let force = req.force || dir.exists();
-            run_with(&runner, &job.plan, &job.text, &dir, force, progress)?.report
+            let report = run_with(&runner, &job.plan, &job.text, &dir, force, progress)?.report;
+            write_key(&dir, &key, &job.recipe_path)?;
+            report
         };
         reports.push((
             job.stem.clone(),
@@ -102,6 +120,108 @@ pub fn run(req: &CompareRequest, device: &Device, progress: &dyn Progress) -> Re
     }
     write_comparison(&req.out, &cmp)?;
     Ok(cmp)
+}
+
+/// The marker file of a run folder of `pare compare`.
+const KEY_FILE: &str = "compare.json";
+
+/// A comparison may write into a new or empty OUT, or into an earlier comparison's (which holds
+/// comparison.json or run folders with compare.json); anything else only with `force`.
+fn check_out_dir(req: &CompareRequest) -> Result<()> {
+    let out = &req.out;
+    if req.force || !out.exists() {
+        return Ok(());
+    }
+    let entries: Vec<PathBuf> = std::fs::read_dir(out)
+        .map_err(|e| PareError::io(format!("reading {}", out.display()), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    let ours =
+        out.join("comparison.json").is_file() || entries.iter().any(|p| p.join(KEY_FILE).is_file());
+    if entries.is_empty() || ours {
+        return Ok(());
+    }
+    Err(PareError::Usage(format!(
+        "--out {}: the folder exists and is not a pare compare output; choose another folder or pass --force",
+        out.display()
+    )))
+}
+
+/// The key of a recipe's run.
+fn run_key(runner: &ModelRunner, job: &Job) -> Result<String> {
+    let calib = match &job.plan.calibration.source {
+        CalibSource::Text(p) | CalibSource::Ids(p) => p.clone(),
+    };
+    let eval = job.plan.eval.as_ref();
+    let mut files = vec![calib];
+    files.extend(eval.map(|e| e.text.clone()));
+    files.extend(eval.into_iter().flat_map(|e| e.tasks.iter().cloned()));
+    key_of(runner, &job.text, &files)
+}
+
+/// FNV-1a over everything a run depends on (see the module docs), as hex: pare's version,
+/// `what` (the applied recipe), the model's files and the bytes of `inputs`.
+fn key_of(runner: &ModelRunner, what: &str, inputs: &[PathBuf]) -> Result<String> {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    let mut feed = |label: &str, bytes: &[u8]| {
+        h.write(label.as_bytes());
+        h.write(&(bytes.len() as u64).to_le_bytes());
+        h.write(bytes);
+    };
+    feed("pare", crate::VERSION.as_bytes());
+    feed("recipe", what.as_bytes());
+    let model = absolute(&runner.dir)?;
+    feed("model", model.display().to_string().as_bytes());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&model)
+        .map_err(|e| PareError::io(format!("reading {}", model.display()), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "safetensors" || x == "json")
+        })
+        .collect();
+    files.sort();
+    for f in &files {
+        let meta = std::fs::metadata(f)
+            .map_err(|e| PareError::io(format!("reading {}", f.display()), e))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        feed("file", format!("{name} {} {mtime}", meta.len()).as_bytes());
+    }
+    feed("config", &read(&model.join("config.json"))?);
+    for p in inputs {
+        feed("input", &read(p)?);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| PareError::input(path, format!("cannot read: {e}")))
+}
+
+fn stored_key(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(KEY_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("key").and_then(|k| k.as_str()).map(str::to_string)
+}
+
+fn write_key(dir: &Path, key: &str, recipe: &Path) -> Result<()> {
+    let v = serde_json::json!({
+        "key": key,
+        "recipe": recipe.display().to_string(),
+        "pare": crate::VERSION,
+    });
+    let p = dir.join(KEY_FILE);
+    std::fs::write(&p, format!("{v:#}\n"))
+        .map_err(|e| PareError::io(format!("writing {}", p.display()), e))
 }
 
 /// Reads a report.json written by an earlier run.
@@ -301,7 +421,8 @@ fn dense_row(
     }
     let dir = req.out.join(DENSE);
     let path = dir.join("report.json");
-    let report = if !req.force && path.is_file() {
+    let key = key_of(runner, "dense tasks", &tasks)?;
+    let report = if !req.force && path.is_file() && stored_key(&dir).as_deref() == Some(&key) {
         read_report(&path)?
     } else {
         let mut model = ModelRunner::open(&runner.dir, &runner.device)?;
@@ -320,6 +441,7 @@ fn dense_row(
             progress,
         )?;
         write_report(&dir, &report)?;
+        write_key(&dir, &key, Path::new(DENSE))?;
         report
     };
     row.tasks = ComparisonRow::from_report(DENSE, DENSE, &report).tasks;

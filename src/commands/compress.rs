@@ -53,9 +53,13 @@ pub fn run_with(
             crate::eval::tasks::load_task(t)?;
         }
     }
+    for n in &plan.notes {
+        progress.warn(n);
+    }
     let allocation = crate::pipeline::allocate(runner, plan, progress)?;
     let outcome = compress(runner, plan, &allocation, recipe_text, out, force, progress)?;
     let mut report = outcome.report;
+    report.notes.extend(plan.notes.iter().cloned());
     let calibration = report.provenance.calibration.take();
     let recipe = report.provenance.recipe.take();
     report.provenance = super::provenance(
@@ -93,10 +97,12 @@ pub fn run_with(
 /// Runs `pare compress`.
 pub fn run(req: &CompressRequest, device: &Device, progress: &dyn Progress) -> Result<Compressed> {
     let runner = ModelRunner::open(&req.model, device)?;
-    let (mut plan, text) = plan_for(&runner, &req.recipe)?;
+    let (mut plan, _) = plan_for(&runner, &req.recipe)?;
+    plan.check_inputs()?;
     if let Some(s) = &req.max_shard_size {
         plan.export.max_shard_bytes =
             parse_size(s).map_err(|e| PareError::Usage(format!("--max-shard-size {s}: {e}")))?;
     }
-    run_with(&runner, &plan, &text, &req.out, req.force, progress)
+    let applied = crate::recipe::applied_yaml(&plan)?;
+    run_with(&runner, &plan, &applied, &req.out, req.force, progress)
 }

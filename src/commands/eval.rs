@@ -62,8 +62,16 @@ pub fn evaluate_into(
     for path in tasks {
         let task = load_task(path)?;
         progress.start(&format!("task {}", task.header.task), 1);
+        let agreement = matches!(task.items, crate::eval::tasks::TaskItems::Agreement(_));
         let result = match base.as_deref_mut() {
-            Some(b) => run_task(model, Some(b), &task)?,
+            Some(b) if agreement => run_task(model, Some(b), &task)?,
+            Some(b) => {
+                // The base's own score, for the report's base column.
+                let base_result = run_task(b, None, &task)?;
+                let mut r = run_task(model, None, &task)?;
+                r.base_metrics = Some(base_result.metrics);
+                r
+            }
             None => run_task(model, None, &task)?,
         };
         progress.finish();
@@ -82,6 +90,7 @@ pub fn run(req: &EvalRequest, device: &Device, progress: &dyn Progress) -> Resul
             "pare eval: give --text FILE and/or --tasks FILE...".into(),
         ));
     }
+    let t0 = std::time::Instant::now();
     let mut model = ModelRunner::open(&req.model, device)?;
     let mut base = match &req.base {
         Some(b) => Some(ModelRunner::open(b, device)?),
@@ -107,5 +116,7 @@ pub fn run(req: &EvalRequest, device: &Device, progress: &dyn Progress) -> Resul
         &req.tasks,
         progress,
     )?;
+    report.totals.params = model.parameter_count();
+    report.totals.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -187,6 +187,39 @@ pub const FORMATS: &[FormatRow] = &[
     ),
 ];
 
+/// One on-disk layout `export.format` can write, and who reads it today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ExportRow {
+    pub name: &'static str,
+    /// `current`, or `legacy` (kept as an explicit opt-in).
+    pub status: &'static str,
+    pub readers: &'static str,
+}
+
+/// The export layouts, in the order `pare formats` lists them.
+pub const EXPORTS: &[ExportRow] = &[
+    ExportRow {
+        name: "dense",
+        status: "current",
+        readers: "transformers, vLLM, llama.cpp's converter, pare (zeros stored; the default for sparse-only recipes)",
+    },
+    ExportRow {
+        name: "pack-quantized",
+        status: "current",
+        readers: "compressed-tensors ≥ 0.12 (vLLM, transformers with compressed-tensors), pare",
+    },
+    ExportRow {
+        name: "sparse-bitmask",
+        status: "legacy",
+        readers: "compressed-tensors ≤ 0.14.0.1 (llm-compressor ≤ 0.10), pare; not compressed-tensors ≥ 0.15 nor transformers 5",
+    },
+    ExportRow {
+        name: "sparse-24-bitmask",
+        status: "legacy",
+        readers: "compressed-tensors ≤ 0.14.0.1 (llm-compressor ≤ 0.10; transformers 4 in float32), pare; not compressed-tensors ≥ 0.15 nor transformers 5",
+    },
+];
+
 /// The row called `name` (exact match), if any.
 pub fn row_by_name(name: &str) -> Option<&'static FormatRow> {
     FORMATS.iter().find(|r| r.name == name)
@@ -263,8 +296,19 @@ pub fn parse_pattern(text: &str) -> Result<Option<NofM>, String> {
     Ok(Some(NofM { n, m }))
 }
 
-/// The table as aligned plain text, for `pare formats`.
+/// The format table and the export layouts as aligned plain text, for `pare formats`.
 pub fn formats_table() -> String {
+    let mut out = aligned(&quant_and_sparsity_rows());
+    out.push_str("\nexport layouts (`export.format`)\n");
+    let mut rows = vec![["layout".to_string(), "status".into(), "read by".into()]];
+    for e in EXPORTS {
+        rows.push([e.name.into(), e.status.into(), e.readers.into()]);
+    }
+    out.push_str(&aligned(&rows));
+    out
+}
+
+fn quant_and_sparsity_rows() -> Vec<[String; 6]> {
     let mut rows: Vec<[String; 6]> = vec![[
         "name".into(),
         "kind".into(),
@@ -293,14 +337,19 @@ pub fn formats_table() -> String {
             ],
         });
     }
-    let mut widths = [0usize; 6];
-    for row in &rows {
+    rows
+}
+
+/// Rows as left-aligned columns separated by two spaces (the last column unpadded).
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
             if i + 1 == row.len() {
@@ -383,8 +432,10 @@ mod tests {
     #[test]
     fn table_is_aligned() {
         let t = formats_table();
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), FORMATS.len() + 1);
+        let all: Vec<&str> = t.lines().collect();
+        // The format table, a blank line, the export heading, its header and one line per layout.
+        assert_eq!(all.len(), FORMATS.len() + 1 + 3 + EXPORTS.len());
+        let lines = &all[..FORMATS.len() + 1];
         assert!(lines[0].starts_with("name"));
         let col = lines[0].find("kind").unwrap_or(0);
         assert!(col > 0);
@@ -395,5 +446,11 @@ mod tests {
             );
         }
         assert!(t.contains("int4-g128-sym") && t.contains("keep 2 of every 4"));
+        let legacy: Vec<&str> = all
+            .iter()
+            .filter(|l| l.contains(" legacy "))
+            .map(|l| l.split_whitespace().next().unwrap_or(""))
+            .collect();
+        assert_eq!(legacy, ["sparse-bitmask", "sparse-24-bitmask"]);
     }
 }

@@ -14,8 +14,8 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::compress::Compressor;
 use crate::compress::spec::ResolveCtx;

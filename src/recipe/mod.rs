@@ -66,6 +66,33 @@ pub fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
     }
 }
 
+/// The recipe `plan` was resolved from, as YAML with every path (calibration, eval text,
+/// tasks) made absolute, so that the copy written next to an output re-runs from any folder.
+pub fn applied_yaml(plan: &Plan) -> Result<String> {
+    let abs = |p: &Path| -> Result<String> {
+        std::path::absolute(p)
+            .map(|a| a.display().to_string())
+            .map_err(|e| PareError::input(p, format!("cannot resolve path: {e}")))
+    };
+    let mut r = plan.recipe.clone();
+    match &plan.calibration.source {
+        CalibSource::Text(p) => r.calibration.text = Some(abs(p)?),
+        CalibSource::Ids(p) => r.calibration.ids = Some(abs(p)?),
+    }
+    if let (Some(spec), Some(e)) = (r.eval.as_mut(), plan.eval.as_ref()) {
+        spec.text = abs(&e.text)?;
+        if spec.tasks.is_some() {
+            spec.tasks = Some(e.tasks.iter().map(|t| abs(t)).collect::<Result<_>>()?);
+        }
+    }
+    Ok(format!(
+        "# applied by pare {} from {} (paths made absolute)\n{}",
+        crate::VERSION,
+        plan.recipe_path.display(),
+        to_yaml(&r)?
+    ))
+}
+
 /// Serialises a recipe back to YAML (the applied recipe written next to the output).
 pub fn to_yaml(recipe: &Recipe) -> Result<String> {
     serde_saphyr::to_string(recipe)

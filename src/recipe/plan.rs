@@ -36,9 +36,43 @@ pub struct Plan {
     pub sequential: Sequential,
     pub export: ExportPlan,
     pub eval: Option<EvalPlan>,
+    /// Remarks for the log and the report (e.g. a legacy export layout was chosen).
+    pub notes: Vec<String>,
 }
 
+/// The note a legacy sparse layout gets, naming the readers that still accept it.
+pub const LEGACY_SPARSE_NOTE: &str = "export layout `{fmt}` is legacy: compressed-tensors ≥ 0.15 registers no compressor for it and transformers 5 cannot load it; compressed-tensors ≤ 0.14.0.1 (llm-compressor ≤ 0.10) decompresses it, and pare reads it back. Use `dense` for a checkpoint that transformers and vLLM load";
+
 impl Plan {
+    /// Checks that the files the plan reads exist: a recipe error naming the recipe and the key
+    /// (`calibration.text`, `eval.text`, `eval.tasks[1]`) for the first that does not.
+    pub fn check_inputs(&self) -> Result<()> {
+        let exists = |key: String, p: &Path, what: &str| {
+            if p.is_file() {
+                Ok(())
+            } else {
+                Err(PareError::recipe(
+                    &self.recipe_path,
+                    key,
+                    format!(
+                        "{what} {} does not exist (paths are relative to the recipe's folder)",
+                        p.display()
+                    ),
+                ))
+            }
+        };
+        if let CalibSource::Text(p) = &self.calibration.source {
+            exists("calibration.text".into(), p, "the calibration text")?;
+        }
+        if let Some(e) = &self.eval {
+            exists("eval.text".into(), &e.text, "the evaluation text")?;
+            for (i, t) in e.tasks.iter().enumerate() {
+                exists(format!("eval.tasks[{i}]"), t, "the task file")?;
+            }
+        }
+        Ok(())
+    }
+
     /// True when some step quantises.
     pub fn quantises(&self) -> bool {
         self.steps.iter().any(PlanStep::quantises)
@@ -202,6 +236,16 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
         .as_ref()
         .map(|e| resolve_eval(&ctx, e))
         .transpose()?;
+    let mut notes = Vec::new();
+    match format {
+        ExportFormat::SparseBitmask => {
+            notes.push(LEGACY_SPARSE_NOTE.replace("{fmt}", "sparse-bitmask"))
+        }
+        ExportFormat::Sparse24Bitmask => {
+            notes.push(LEGACY_SPARSE_NOTE.replace("{fmt}", "sparse-24-bitmask"))
+        }
+        ExportFormat::Dense | ExportFormat::PackQuantized => {}
+    }
     Ok(Plan {
         recipe_path: recipe_path.to_path_buf(),
         recipe,
@@ -214,6 +258,7 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
             max_shard_bytes,
         },
         eval,
+        notes,
     })
 }
 
@@ -358,8 +403,9 @@ fn resolve_export_format(
     Ok(match spec.unwrap_or(ExportFormatSpec::CompressedTensors) {
         ExportFormatSpec::Dense => ExportFormat::Dense,
         ExportFormatSpec::CompressedTensors if quantises => ExportFormat::PackQuantized,
-        ExportFormatSpec::CompressedTensors if not_24.is_none() => ExportFormat::Sparse24Bitmask,
-        ExportFormatSpec::CompressedTensors => ExportFormat::SparseBitmask,
+        // Sparse-only: written dense, as llm-compressor 0.14 does (compressed-tensors ≥ 0.15 has
+        // no sparse-only layout that transformers or vLLM load).
+        ExportFormatSpec::CompressedTensors => ExportFormat::Dense,
         ExportFormatSpec::PackQuantized if quantises => ExportFormat::PackQuantized,
         ExportFormatSpec::PackQuantized => {
             return Err(ctx.err(key, "pack-quantized needs a quantisation step (rtn, gptq or finequant); use `dense` or `sparse-bitmask`"));
@@ -406,8 +452,10 @@ fn resolve_eval(ctx: &Ctx, e: &EvalSpec) -> Result<EvalPlan> {
     })
 }
 
-/// Parses a size such as `5GB`, `500 MB`, `2GiB` or `1000000` (bytes). Decimal units KB/MB/GB/TB
-/// are powers of 1000, binary KiB/MiB/GiB/TiB powers of 1024; case-insensitive; must be > 0.
+/// Parses a size such as `5GB`, `500 MB`, `2GiB` or `1000000B`. Decimal units KB/MB/GB/TB are
+/// powers of 1000, binary KiB/MiB/GiB/TiB powers of 1024; case-insensitive; must be > 0. A bare
+/// number is refused (`200` is more likely 200 MB meant than 200 bytes): give the unit, `B`
+/// included.
 pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let bad = || {
         format!(
@@ -421,7 +469,12 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let (num, unit) = t.split_at(split);
     let value: f64 = num.parse().map_err(|_| bad())?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
+        "" => {
+            return Err(format!(
+                "size `{text}` has no unit: write e.g. \"{text}MB\" or \"{text}GB\" (or \"{text}B\" for bytes)"
+            ));
+        }
+        "b" => 1.0,
         "kb" => 1e3,
         "mb" => 1e6,
         "gb" => 1e9,

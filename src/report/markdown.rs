@@ -190,51 +190,63 @@ pub fn sections(r: &Report) -> Vec<Section> {
     }
 
     if !r.tasks.is_empty() {
+        let with_base = r.tasks.iter().any(|t| t.base_metrics.is_some());
         let rows = r
             .tasks
             .iter()
             .flat_map(|t| {
-                t.metrics.iter().map(|(m, v)| {
-                    vec![
-                        t.name.clone(),
-                        t.kind.clone(),
-                        t.n.to_string(),
-                        m.clone(),
-                        fmt_metric(v),
-                    ]
+                t.metrics.iter().map(move |(m, v)| {
+                    let mut row = vec![t.name.clone(), t.kind.clone(), t.n.to_string(), m.clone()];
+                    if with_base {
+                        row.push(
+                            t.base_metrics
+                                .as_ref()
+                                .and_then(|b| b.get(m))
+                                .map_or_else(|| "–".into(), fmt_metric),
+                        );
+                    }
+                    row.push(fmt_metric(v));
+                    row
                 })
             })
             .collect();
+        let header: &[&str] = if with_base {
+            &["task", "kind", "n", "metric", "base", "value ± stderr"]
+        } else {
+            &["task", "kind", "n", "metric", "value ± stderr"]
+        };
         out.push(
             Section::new(2, "Tasks")
                 .intro("Mean ± standard error over items (bootstrap stderr for medians).")
-                .table(&["task", "kind", "n", "metric", "value ± stderr"], rows),
+                .table(header, rows),
         );
     }
 
+    // Only the quantities this run measured (an eval run has no linear byte counts).
     let t = &r.totals;
-    let mut size = vec![
-        vec!["parameters".into(), t.params.to_string()],
-        vec![
-            "linear bytes before".into(),
-            t.bytes_linear_before.to_string(),
-        ],
-        vec![
-            "linear bytes after".into(),
-            t.bytes_linear_after.to_string(),
-        ],
-        vec![
-            "linear bytes, most compact layout".into(),
-            t.bytes_linear_compact
-                .map_or_else(|| "–".into(), |b| b.to_string()),
-        ],
-        vec!["size ratio (compact / before)".into(), opt(t.size_ratio())],
-        vec!["wall time (s)".into(), fmt_num(t.seconds)],
-    ];
-    if let Some(f) = t.forward_seconds {
-        size.push(vec!["forward time (s)".into(), fmt_num(f)]);
+    let mut size: Vec<Vec<String>> = Vec::new();
+    let mut row = |label: &str, value: Option<String>| {
+        if let Some(v) = value {
+            size.push(vec![label.into(), v]);
+        }
+    };
+    row("parameters", (t.params > 0).then(|| t.params.to_string()));
+    let bytes = |b: u64| (b > 0).then(|| b.to_string());
+    row("linear bytes before", bytes(t.bytes_linear_before));
+    row("linear bytes after", bytes(t.bytes_linear_after));
+    row(
+        "linear bytes, most compact layout",
+        t.bytes_linear_compact.and_then(bytes),
+    );
+    row("size ratio (compact / before)", t.size_ratio().map(fmt_num));
+    row(
+        "wall time (s)",
+        (t.seconds > 0.0).then(|| fmt_num(t.seconds)),
+    );
+    row("forward time (s)", t.forward_seconds.map(fmt_num));
+    if !size.is_empty() {
+        out.push(Section::new(2, "Size and time").table(&["", ""], size));
     }
-    out.push(Section::new(2, "Size and time").table(&["", ""], size));
 
     if !r.linears.is_empty() {
         let rows = r

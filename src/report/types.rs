@@ -216,6 +216,10 @@ pub struct TaskResult {
     pub n: usize,
     /// Metric name (`acc`, `acc_norm`, `em`, `f1` …) → value.
     pub metrics: BTreeMap<String, MetricValue>,
+    /// The same metrics of the base model, when one was given (agreement tasks have none: they
+    /// already compare with the base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_metrics: Option<BTreeMap<String, MetricValue>>,
 }
 
 /// One compressed linear layer.

@@ -73,6 +73,7 @@ pub fn run_agreement(
         kind: "agreement".into(),
         n: items.len(),
         metrics,
+        base_metrics: None,
     })
 }
 

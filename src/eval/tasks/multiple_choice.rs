@@ -142,6 +142,7 @@ pub fn run_multiple_choice(
         kind: "multiple_choice".into(),
         n: items.len(),
         metrics,
+        base_metrics: None,
     })
 }
 

@@ -42,6 +42,7 @@ pub fn run_qa(
         kind: "qa".into(),
         n: items.len(),
         metrics,
+        base_metrics: None,
     })
 }
 

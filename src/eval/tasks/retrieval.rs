@@ -69,6 +69,7 @@ pub fn run_retrieval(
         kind: "retrieval".into(),
         n: items.len(),
         metrics,
+        base_metrics: None,
     })
 }
 

@@ -1,8 +1,6 @@
 //! Export of compressed linears in the recipe's layout, and the config.json that describes them
 //! (compressed-tensors `quantization_config` / `sparsity_config`, plus pare's provenance).
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
 use crate::allocate::Allocation;
@@ -15,6 +13,8 @@ use crate::recipe::{ExportFormat, Plan};
 
 /// compressed-tensors version whose layout pare writes.
 pub const CT_VERSION: &str = "0.19.0";
+/// The last compressed-tensors release that registers the (legacy) sparse bitmask compressors.
+pub const CT_SPARSE_VERSION: &str = "0.14.0.1";
 
 fn dtype_bytes(d: Dtype) -> u64 {
     match d {
@@ -173,26 +173,37 @@ impl ExportState {
             ExportFormat::SparseBitmask | ExportFormat::Sparse24Bitmask
                 if !self.sparse_targets.is_empty() =>
             {
+                // The block compressed-tensors 0.14.0.1 (the last release with these layouts)
+                // writes for a sparse-only model, as llm-compressor 0.10 infers it: every Linear
+                // is a target, the ones left dense (and the head) are ignored. Extra top-level
+                // keys (`format`, `config_groups`) would make 0.14 build a quantisation
+                // compressor too and fail to decompress.
                 let (fmt, structure) = if self.format == ExportFormat::Sparse24Bitmask {
                     ("sparse-24-bitmask", "2:4")
                 } else {
                     ("sparse-bitmask", "unstructured")
                 };
-                let sp = checkpoint::sparsity_config_json(
+                let mut ignore = vec!["lm_head".to_string()];
+                ignore.extend(self.unquantised.iter().cloned());
+                let mut sp = checkpoint::sparsity_config_json(
                     fmt,
                     global_sparsity,
                     structure,
-                    &self.sparse_targets,
-                    &["lm_head".to_string()],
+                    &["Linear".to_string()],
+                    &ignore,
                 );
-                let mut q = BTreeMap::new();
-                q.insert("quant_method", json!("compressed-tensors"));
-                q.insert("format", json!(fmt));
-                q.insert("quantization_status", json!("compressed"));
-                q.insert("config_groups", json!({}));
-                q.insert("sparsity_config", sp);
-                q.insert("version", json!(CT_VERSION));
-                obj.insert("quantization_config".into(), json!(q));
+                if let Some(o) = sp.as_object_mut() {
+                    o.insert("registry_requires_subclass".into(), json!(false));
+                }
+                obj.insert(
+                    "quantization_config".into(),
+                    json!({
+                        "quant_method": "compressed-tensors",
+                        "sparsity_config": sp,
+                        "transform_config": {},
+                        "version": CT_SPARSE_VERSION,
+                    }),
+                );
             }
             _ => {}
         }

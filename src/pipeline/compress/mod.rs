@@ -79,6 +79,12 @@ pub fn compress(
     let seq = calib.seq_len();
     let mut writer =
         CheckpointWriter::create(out, &runner.dir, force, plan.export.max_shard_bytes)?;
+    for p in writer.removed_stale() {
+        progress.warn(&format!(
+            "removed {}, left by an interrupted earlier run",
+            p.display()
+        ));
+    }
     let rope = Rope::new(cfg, seq.max(1), &runner.device);
     let mut hidden: Vec<Tensor<3>> = calib
         .ids
