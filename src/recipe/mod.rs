@@ -18,7 +18,6 @@
 
 pub mod plan;
 pub mod schema;
-mod steps;
 pub mod suggest;
 pub mod targets;
 

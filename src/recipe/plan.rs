@@ -7,14 +7,16 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::arch::LinearSlot;
+use crate::compress::Step;
 use crate::compress::kit::select::tail_note;
+use crate::compress::spec::ResolveCtx;
 use crate::compress::{Method, MethodKind, NofM};
 use crate::error::{PareError, Result};
 use crate::id::LinearId;
 use crate::recipe::schema::{
     CalibrationSpec, EvalSpec, ExportFormatSpec, PropagateSpec, Recipe, SequentialSpec,
 };
-use crate::recipe::steps;
+use crate::recipe::targets;
 
 /// Calibration sequences drawn when the recipe gives no `samples`.
 pub const DEFAULT_SAMPLES: usize = 128;
@@ -207,7 +209,7 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
         .steps
         .iter()
         .enumerate()
-        .map(|(i, s)| steps::resolve_step(&ctx, i, s))
+        .map(|(i, s)| resolve_step(&ctx, i, s))
         .collect::<Result<Vec<_>>>()?;
     let propagate = match recipe.propagate {
         Some(PropagateSpec::Original) => Propagate::Original,
@@ -490,4 +492,34 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
         return Err(format!("size `{text}` must be at least one byte"));
     }
     Ok(bytes as u64)
+}
+
+/// Stage 2 for one step: its targets matched against the model's linears, then its method's
+/// own `resolve` (in the method's folder) range-checks every parameter against those targets.
+fn resolve_step(ctx: &Ctx, index: usize, step: &Step) -> Result<PlanStep> {
+    let name = step.name();
+    let key = format!("steps[{index}].{name}");
+    let (tg, ig) = step.selection();
+    let targets = targets::select(tg, ig.unwrap_or(&[]), ctx.linears).map_err(|e| {
+        let at = match e.index {
+            Some(i) => format!("{key}.{}[{i}]", e.field),
+            None => key.clone(),
+        };
+        ctx.err(at, e.message)
+    })?;
+    let rctx = ResolveCtx {
+        recipe: ctx.path,
+        key: key.clone(),
+        targets: targets
+            .iter()
+            .filter_map(|id| ctx.linears.iter().find(|l| l.id == *id))
+            .collect(),
+    };
+    let method = step.resolve(&rctx)?;
+    Ok(PlanStep {
+        name: name.to_string(),
+        key,
+        method,
+        targets,
+    })
 }
