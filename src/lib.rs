@@ -16,6 +16,7 @@ pub mod error;
 pub mod eval;
 pub mod id;
 pub mod inspect;
+pub mod kernels;
 pub mod matrix;
 pub mod model;
 pub mod pipeline;

@@ -229,8 +229,8 @@ fn run(cli: Cli) -> Result<String> {
                     );
                     let _ = writeln!(
                         out,
-                        "GEMM FLOP/s      {:.2} GFLOP/s (burn matmul, same run)",
-                        r.gemm_gflops
+                        "GEMM FLOP/s      {:.2} GFLOP/s (pare's GEMM, same run; burn's matmul {:.2})",
+                        r.gemm_gflops, r.burn_gemm_gflops
                     );
                     let _ = writeln!(out, "ratio            {:.3}", r.ratio);
                     let _ = writeln!(

@@ -213,8 +213,8 @@ fn sharded_bf16_and_single_f32_give_identical_logits() {
     let wins = vec![ids[..48].to_vec(), ids[48..].to_vec()];
     let ha = sa.final_hidden(&wins, &Silent).expect("stream f32");
     let hb = sb.final_hidden(&wins, &Silent).expect("stream bf16");
-    let ha = pare::model::to_host(sa.ends.logits(ha[0].clone())).expect("host");
-    let hb = pare::model::to_host(sb.ends.logits(hb[0].clone())).expect("host");
+    let ha = pare::model::to_host(sa.ends.logits(ha[0].clone()).expect("logits")).expect("host");
+    let hb = pare::model::to_host(sb.ends.logits(hb[0].clone()).expect("logits")).expect("host");
     let worst = ha
         .iter()
         .zip(&hb)
@@ -233,20 +233,37 @@ fn sharded_bf16_and_single_f32_give_identical_logits() {
     );
 }
 
-/// Writes the ≥ 2 GB bf16 checkpoint for benches/streaming_rss.sh into `$PARE_BIG_CHECKPOINT`.
+/// Writes a big random bf16 checkpoint into `$PARE_BIG_CHECKPOINT` for the benches: by default
+/// 1B-shaped (TinyLlama-1.1B's widths, 24 blocks: 2.4 GB, 1 GB shards; benches/streaming_rss.sh,
+/// benches/vs_pytorch.sh); with `PARE_BIG_SHAPE=7b` Llama-2-7B-shaped (32 blocks, hidden 4096,
+/// FFN 11008: 13.5 GB in two shards of at most 10 GB, as the hub's; benches/scale_7b.sh).
 #[test]
-#[ignore = "writes a 2.4 GB checkpoint; run by benches/streaming_rss.sh"]
+#[ignore = "writes a multi-GB checkpoint; run by the benches"]
 fn generate_big_checkpoint() {
     let out = std::env::var_os("PARE_BIG_CHECKPOINT")
         .map(PathBuf::from)
         .expect("set PARE_BIG_CHECKPOINT to the output folder");
-    let dims = Dims {
-        hidden: 2048,
-        layers: 24,
-        heads: 32,
-        kv_heads: 4,
-        ffn: 5632,
-        vocab: 32000,
+    let seven_b = std::env::var("PARE_BIG_SHAPE").is_ok_and(|s| s == "7b");
+    let (dims, shard) = if seven_b {
+        let d = Dims {
+            hidden: 4096,
+            layers: 32,
+            heads: 32,
+            kv_heads: 32,
+            ffn: 11008,
+            vocab: 32000,
+        };
+        (d, 10_000_000_000)
+    } else {
+        let d = Dims {
+            hidden: 2048,
+            layers: 24,
+            heads: 32,
+            kv_heads: 4,
+            ffn: 5632,
+            vocab: 32000,
+        };
+        (d, 1_000_000_000)
     };
     let params: usize = dims
         .tensors()
@@ -257,6 +274,6 @@ fn generate_big_checkpoint() {
         params * 2 >= 2_000_000_000,
         "{params} parameters is under 2 GB in bf16"
     );
-    let dir = write_model(dims, &out, Dtype::BF16, 1_000_000_000, 11);
+    let dir = write_model(dims, &out, Dtype::BF16, shard, 11);
     eprintln!("wrote {} ({params} parameters)", dir.display());
 }

@@ -26,7 +26,10 @@ pub struct ForwardBench {
     /// Model FLOPs per token (2·params of block linears and head + causal attention).
     pub flops_per_token: f64,
     pub model_gflops: f64,
+    /// Peak of the GEMM the forward uses (pare's faer GEMM on the CPU).
     pub gemm_gflops: f64,
+    /// burn's own matmul on the same shapes, for comparison.
+    pub burn_gemm_gflops: f64,
     pub ratio: f64,
     pub peak_rss_bytes: u64,
 }
@@ -46,8 +49,26 @@ pub fn peak_rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// GFLOP/s of an `m×k · k×n` matmul through burn on `device` (best of several runs).
+/// GFLOP/s of the GEMM the forward uses for an `m×k · k×n` product (best of several runs): on
+/// the host pare's own ([`crate::kernels::gemm::linear`], faer), elsewhere burn's matmul.
 pub fn gemm_gflops(m: usize, k: usize, n: usize, device: &Device) -> Result<f64> {
+    if crate::model::on_host(device) {
+        let x: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) * 0.01 - 0.5).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| ((i % 89) as f32) * 0.01 - 0.4).collect();
+        let mut y = vec![0f32; m * n];
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = Instant::now();
+            crate::kernels::gemm::linear(&x, &w, n, None, &mut y, false);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        return Ok(2.0 * (m * k * n) as f64 / best / 1e9);
+    }
+    burn_gemm_gflops(m, k, n, device)
+}
+
+/// GFLOP/s of an `m×k · k×n` matmul through burn on `device` (best of several runs).
+pub fn burn_gemm_gflops(m: usize, k: usize, n: usize, device: &Device) -> Result<f64> {
     let a = Tensor::<2>::random([m, k], Distribution::Uniform(-1.0, 1.0), device);
     let b = Tensor::<2>::random([k, n], Distribution::Uniform(-1.0, 1.0), device);
     let mut best = f64::INFINITY;
@@ -108,13 +129,15 @@ pub fn forward(
     let (h, f) = (runner.cfg().hidden_size, runner.cfg().intermediate_size);
     let gemm = gemm_gflops(runner.batch.min(sequences) * seq_len, h, f, device)?
         .max(gemm_gflops(1024, 1024, 1024, device)?);
+    let burn_gemm = burn_gemm_gflops(runner.batch.min(sequences) * seq_len, h, f, device)?
+        .max(burn_gemm_gflops(1024, 1024, 1024, device)?);
     let windows = random_windows(runner.ends.vocab, sequences, seq_len);
     // Warm-up on one batch, then the timed streaming forward (blocks loaded from disk each time).
     runner.final_hidden(&windows[..runner.batch.min(windows.len())], &Silent)?;
     let t = Instant::now();
     let hidden = runner.final_hidden(&windows, &Silent)?;
     for h in hidden {
-        to_host(runner.ends.logits(h).slice([0..1, 0..1]))?;
+        to_host(runner.ends.logits(h)?.slice([0..1, 0..1]))?;
     }
     let seconds = t.elapsed().as_secs_f64();
     let tokens = (sequences * seq_len) as f64;
@@ -130,6 +153,7 @@ pub fn forward(
         flops_per_token: fpt,
         model_gflops,
         gemm_gflops: gemm,
+        burn_gemm_gflops: burn_gemm,
         ratio: model_gflops / gemm,
         peak_rss_bytes: peak_rss_bytes(),
     })

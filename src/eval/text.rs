@@ -71,7 +71,7 @@ pub fn text_windows(
 }
 
 fn log_softmax_rows(runner: &ModelRunner, h: burn::tensor::Tensor<3>) -> Result<Vec<f32>> {
-    to_host(log_softmax(runner.ends.logits(h), 1))
+    to_host(log_softmax(runner.ends.logits(h)?, 1))
 }
 
 /// Scores `windows` with `model` and, when given, compares with `base` token by token.

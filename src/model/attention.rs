@@ -6,7 +6,9 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor, TensorData};
 
-use super::{Linear, Rope};
+use super::{Linear, Rope, from_host, on_host, to_host};
+use crate::error::Result;
+use crate::kernels::attention::Heads;
 
 /// Grouped-query self-attention. q, k and v run as one fused GEMM (`qkv`, outputs in q|k|v order).
 #[derive(Clone)]
@@ -62,9 +64,22 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 impl Attention {
     /// Everything before the output projection: normed `x` `[b*s, hidden]` → the
     /// o-projection's input `[b*s, heads*head_dim]`.
-    pub fn attend(&self, x: Tensor<2>, b: usize, s: usize, rope: &Rope) -> Tensor<2> {
+    pub fn attend(&self, x: Tensor<2>, b: usize, s: usize, rope: &Rope) -> Result<Tensor<2>> {
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let qkv = self.qkv.forward(x);
+        let qkv = self.qkv.forward(x)?;
+        let device = qkv.device();
+        if on_host(&device) {
+            let (cos, sin) = rope.host_tables();
+            let heads = Heads {
+                b,
+                s,
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+            };
+            let out = crate::kernels::attention::causal_attention(&to_host(qkv)?, heads, cos, sin);
+            return Ok(from_host(out, [b * s, nh * hd], &device));
+        }
         let (qo, kvo, t) = (nh * hd, nkv * hd, b * s);
         let split = |t0: usize, t1: usize, heads: usize| -> Tensor<4> {
             qkv.clone()
@@ -86,9 +101,9 @@ impl Attention {
         } else {
             (k, v)
         };
-        causal_attention(q, k, v)
+        Ok(causal_attention(q, k, v)
             .swap_dims(1, 2)
-            .reshape([b * s, nh * hd])
+            .reshape([b * s, nh * hd]))
     }
 
     /// Output features of q, and of k (= of v).

@@ -5,7 +5,7 @@
 use burn::tensor::Tensor;
 
 use super::stage::Stage;
-use super::{Attention, Linear, Mlp, Moe, RmsNorm, Rope, Tap};
+use super::{Attention, Mlp, Moe, RmsNorm, Rope, Tap};
 use crate::error::{PareError, Result};
 use crate::id::{LinearRole, MlpPart};
 use crate::matrix::Matrix;
@@ -30,7 +30,7 @@ impl DecoderBlock {
     /// `hidden`: `[batch, seq, hidden]` → same shape. `tap` sees every linear's input (and the
     /// down projections' outputs and the routing decisions, when it wants them).
     pub fn forward(&self, hidden: Tensor<3>, rope: &Rope, tap: &mut dyn Tap) -> Result<Tensor<3>> {
-        let mut st = self.begin(hidden, false);
+        let mut st = self.begin(hidden, false)?;
         loop {
             self.observe(&st, tap)?;
             if st.stage() == Stage::Done {
@@ -71,24 +71,5 @@ impl DecoderBlock {
                 "set_linear: this block has no {role:?} linear"
             ))),
         }
-    }
-}
-
-impl Linear {
-    /// Replaces output features `offset..offset + w.rows` with `w` (`[rows, in]`).
-    pub fn set_rows(&mut self, offset: usize, w: &Matrix) -> Result<()> {
-        let [d_in, d_out] = self.weight_t.dims();
-        if w.cols != d_in || offset + w.rows > d_out || w.data.len() != w.rows * w.cols {
-            return Err(PareError::Internal(format!(
-                "set_linear: a [{}, {}] weight does not fit rows {offset}.. of a [{d_out}, {d_in}] linear",
-                w.rows, w.cols
-            )));
-        }
-        let part = Linear::transposed(w, &self.weight_t.device());
-        self.weight_t = self
-            .weight_t
-            .clone()
-            .slice_assign([0..d_in, offset..offset + w.rows], part);
-        Ok(())
     }
 }

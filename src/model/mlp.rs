@@ -3,7 +3,8 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
-use super::Linear;
+use super::{Linear, from_host, on_host, to_host};
+use crate::error::Result;
 
 /// SiLU-gated MLP: `down(silu(gate(x)) * up(x))`; gate and up run as one fused GEMM
 /// (`gate_up`, outputs in gate|up order).
@@ -16,10 +17,15 @@ pub struct Mlp {
 
 impl Mlp {
     /// `silu(gate(x)) * up(x)`: the down projection's input, `[tokens, hidden]` → `[tokens, ffn]`.
-    pub fn activation(&self, x: Tensor<2>) -> Tensor<2> {
-        let gu = self.gate_up.forward(x);
+    pub fn activation(&self, x: Tensor<2>) -> Result<Tensor<2>> {
+        let gu = self.gate_up.forward(x)?;
         let t = gu.dims()[0];
         let f = self.ffn;
-        silu(gu.clone().slice([0..t, 0..f])) * gu.slice([0..t, f..2 * f])
+        let device = gu.device();
+        if on_host(&device) {
+            let out = crate::kernels::elementwise::silu_mul(&to_host(gu)?, f);
+            return Ok(from_host(out, [t, f], &device));
+        }
+        Ok(silu(gu.clone().slice([0..t, 0..f])) * gu.slice([0..t, f..2 * f]))
     }
 }

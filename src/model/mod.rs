@@ -48,22 +48,56 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
-/// A linear layer `y = x Wᵀ + b` with the weight stored as `[in, out]`.
+/// True when `device` keeps tensors in host memory, where the forward runs pare's CPU kernels
+/// ([`crate::kernels`]) on the tensors' buffers instead of burn's ops.
+pub fn on_host(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
+/// A tensor created from a host vector, `shape` elements (no copy on the host device).
+pub(crate) fn from_host<const D: usize>(
+    v: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
+    Tensor::<D>::from_data(TensorData::new(v, shape), device)
+}
+
+/// A linear layer `y = x Wᵀ + b`. On the host the weight is kept `[out, in]` (Hugging Face's
+/// layout) and multiplied by faer ([`crate::kernels::gemm`]); on another device it is a burn
+/// tensor `[in, out]`.
 #[derive(Clone)]
 pub struct Linear {
-    weight_t: Tensor<2>,
-    bias: Option<Tensor<1>>,
+    w: Matrix,
+    bias: Option<Vec<f32>>,
+    device: Device,
+    /// The weight `[in, out]` and bias as device tensors, off the host only.
+    on_device: Option<(Tensor<2>, Option<Tensor<1>>)>,
 }
 
 impl Linear {
     /// From a Hugging Face `[out, in]` weight and an optional `[out]` bias.
     pub fn new(w: &Matrix, bias: Option<Vec<f32>>, device: &Device) -> Self {
-        let weight_t = Self::transposed(w, device);
-        let bias = bias.map(|b| {
+        let mut l = Self {
+            w: w.clone(),
+            bias,
+            device: device.clone(),
+            on_device: None,
+        };
+        l.upload();
+        l
+    }
+
+    /// Refreshes the device copy from the host weight (a no-op on the host).
+    fn upload(&mut self) {
+        if on_host(&self.device) {
+            return;
+        }
+        let b = self.bias.as_ref().map(|b| {
             let n = b.len();
-            Tensor::<1>::from_data(TensorData::new(b, [n]), device)
+            Tensor::<1>::from_data(TensorData::new(b.clone(), [n]), &self.device)
         });
-        Self { weight_t, bias }
+        self.on_device = Some((Self::transposed(&self.w, &self.device), b));
     }
 
     /// `w` (`[out, in]`) as an `[in, out]` tensor on `device`.
@@ -102,26 +136,79 @@ impl Linear {
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]`.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = x.matmul(self.weight_t.clone());
-        match &self.bias {
-            Some(b) => {
-                let n = b.dims()[0];
-                y + b.clone().reshape([1, n])
+    pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
+        match &self.on_device {
+            None => {
+                let t = x.dims()[0];
+                let xs = to_host(x)?;
+                let mut y = vec![0f32; t * self.w.rows];
+                crate::kernels::gemm::linear(
+                    &xs,
+                    &self.w.data,
+                    self.w.rows,
+                    self.bias.as_deref(),
+                    &mut y,
+                    false,
+                );
+                Ok(from_host(y, [t, self.w.rows], &self.device))
             }
-            None => y,
+            Some((wt, b)) => {
+                let y = x.matmul(wt.clone());
+                Ok(match b {
+                    Some(b) => {
+                        let n = b.dims()[0];
+                        y + b.clone().reshape([1, n])
+                    }
+                    None => y,
+                })
+            }
         }
+    }
+
+    /// `residual + x·Wᵀ + b` (the output projections' residual add, fused into the GEMM on the
+    /// host).
+    pub fn forward_add(&self, x: Tensor<2>, residual: Tensor<2>) -> Result<Tensor<2>> {
+        if self.on_device.is_some() {
+            return Ok(residual + self.forward(x)?);
+        }
+        let t = x.dims()[0];
+        let xs = to_host(x)?;
+        let mut y = to_host(residual)?;
+        crate::kernels::gemm::linear(
+            &xs,
+            &self.w.data,
+            self.w.rows,
+            self.bias.as_deref(),
+            &mut y,
+            true,
+        );
+        Ok(from_host(y, [t, self.w.rows], &self.device))
     }
 
     /// Output features.
     pub fn out_features(&self) -> usize {
-        self.weight_t.dims()[1]
+        self.w.rows
+    }
+
+    /// Replaces output features `offset..offset + w.rows` with `w` (`[rows, in]`).
+    pub fn set_rows(&mut self, offset: usize, w: &Matrix) -> Result<()> {
+        let (d_out, d_in) = (self.w.rows, self.w.cols);
+        if w.cols != d_in || offset + w.rows > d_out || w.data.len() != w.rows * w.cols {
+            return Err(PareError::Internal(format!(
+                "set_linear: a [{}, {}] weight does not fit rows {offset}.. of a [{d_out}, {d_in}] linear",
+                w.rows, w.cols
+            )));
+        }
+        self.w.data[offset * d_in..(offset + w.rows) * d_in].copy_from_slice(&w.data);
+        self.upload();
+        Ok(())
     }
 }
 
 /// RMSNorm as in transformers: `w · x / sqrt(mean(x²) + eps)`, over the last dimension.
 #[derive(Clone)]
 pub struct RmsNorm {
+    host: Vec<f32>,
     weight: Tensor<1>,
     eps: f64,
 }
@@ -130,17 +217,38 @@ impl RmsNorm {
     pub fn new(weight: Vec<f32>, eps: f64, device: &Device) -> Self {
         let n = weight.len();
         Self {
-            weight: Tensor::<1>::from_data(TensorData::new(weight, [n]), device),
+            weight: Tensor::<1>::from_data(TensorData::new(weight.clone(), [n]), device),
+            host: weight,
             eps,
         }
     }
 
+    /// `(x, norm(x))` for `x` `[tokens, hidden]`: on the host the norm reads `x`'s buffer and
+    /// hands `x` back, so a residual stream is never copied to be normed.
+    pub fn forward_keep(&self, x: Tensor<2>) -> Result<(Tensor<2>, Tensor<2>)> {
+        let device = x.device();
+        if on_host(&device) {
+            let dims = x.dims();
+            let xs = to_host(x)?;
+            let y = crate::kernels::elementwise::rms_norm(&xs, &self.host, self.eps as f32);
+            return Ok((from_host(xs, dims, &device), from_host(y, dims, &device)));
+        }
+        Ok((x.clone(), self.forward(x)?))
+    }
+
     /// `x`: `[tokens, hidden]`.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+    pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
+        let device = x.device();
+        if on_host(&device) {
+            let dims = x.dims();
+            let y =
+                crate::kernels::elementwise::rms_norm(&to_host(x)?, &self.host, self.eps as f32);
+            return Ok(from_host(y, dims, &device));
+        }
         let n = self.weight.dims()[0];
         let var = x.clone().square().mean_dim(1);
         let inv = var.add_scalar(self.eps).sqrt().recip();
-        x * inv * self.weight.clone().reshape([1, n])
+        Ok(x * inv * self.weight.clone().reshape([1, n]))
     }
 }
 
@@ -198,9 +306,9 @@ impl Ends {
     }
 
     /// Hidden states `[batch, seq, hidden]` → logits `[batch*seq, vocab]`.
-    pub fn logits(&self, h: Tensor<3>) -> Tensor<2> {
+    pub fn logits(&self, h: Tensor<3>) -> Result<Tensor<2>> {
         let [b, s, d] = h.dims();
-        self.head.forward(self.norm.forward(h.reshape([b * s, d])))
+        self.head.forward(self.norm.forward(h.reshape([b * s, d]))?)
     }
 }
 

@@ -51,7 +51,7 @@ impl Moe {
     pub fn route(&self, x: Tensor<2>) -> Result<Routed> {
         let t = x.dims()[0];
         let e = self.experts.len();
-        let probs = to_host(softmax(self.router.forward(x), 1))?;
+        let probs = to_host(softmax(self.router.forward(x)?, 1))?;
         let mut tokens: Vec<Vec<i64>> = vec![Vec::new(); e];
         let mut weights: Vec<Vec<f32>> = vec![Vec::new(); e];
         let mut order: Vec<usize> = (0..e).collect();

@@ -10,6 +10,9 @@ use crate::config::HfConfig;
 pub struct Rope {
     cos: Tensor<2>,
     sin: Tensor<2>,
+    /// The same tables on the host, row-major `[max_len, head_dim]`, for the CPU kernels.
+    cos_host: std::sync::Arc<Vec<f32>>,
+    sin_host: std::sync::Arc<Vec<f32>>,
     head_dim: usize,
 }
 
@@ -57,11 +60,14 @@ impl Rope {
             }
         }
         // `cos` was filled as [p][half][i]: exactly cat(freqs, freqs) per position.
-        let cos = Tensor::<2>::from_data(TensorData::new(cos, [max_len, d]), device);
-        let sin = Tensor::<2>::from_data(TensorData::new(sin, [max_len, d]), device);
+        let (cos_host, sin_host) = (std::sync::Arc::new(cos), std::sync::Arc::new(sin));
+        let cos = Tensor::<2>::from_data(TensorData::new(cos_host.to_vec(), [max_len, d]), device);
+        let sin = Tensor::<2>::from_data(TensorData::new(sin_host.to_vec(), [max_len, d]), device);
         Self {
             cos,
             sin,
+            cos_host,
+            sin_host,
             head_dim: d,
         }
     }
@@ -76,6 +82,11 @@ impl Rope {
         let x2 = x.clone().slice([0..b, 0..h, 0..s, half..d]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         x * cos + rotated * sin
+    }
+
+    /// The host tables `(cos, sin)`, row-major `[max_len, head_dim]`.
+    pub fn host_tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos_host, &self.sin_host)
     }
 
     /// Longest sequence the tables cover.

@@ -78,6 +78,19 @@ impl Staged {
         self.h.reshape([self.b, self.s, self.d])
     }
 
+    /// Takes the current stage's input out of the state (no copy when nothing else holds it).
+    fn take_x(&mut self) -> Result<Tensor<2>> {
+        self.x.take().ok_or_else(|| {
+            PareError::Internal(format!("staged forward: no input at {:?}", self.stage))
+        })
+    }
+
+    /// Takes the residual stream out of the state, leaving an empty tensor until it is put back.
+    fn take_h(&mut self) -> Tensor<2> {
+        let device = self.h.device();
+        std::mem::replace(&mut self.h, Tensor::<2>::empty([0, self.d], &device))
+    }
+
     fn x(&self) -> Result<Tensor<2>> {
         self.x.clone().ok_or_else(|| {
             PareError::Internal(format!("staged forward: no input at {:?}", self.stage))
@@ -96,11 +109,10 @@ fn observe(tap: &mut dyn Tap, p: TapPoint, x: impl FnOnce() -> Result<Tensor<2>>
 impl DecoderBlock {
     /// Starts a staged forward of `hidden` `[batch, seq, hidden]`; `lean` drops MLP-wide
     /// activations between stages (see the module docs).
-    pub fn begin(&self, hidden: Tensor<3>, lean: bool) -> Staged {
+    pub fn begin(&self, hidden: Tensor<3>, lean: bool) -> Result<Staged> {
         let [b, s, d] = hidden.dims();
-        let h = hidden.reshape([b * s, d]);
-        let x = self.input_norm.forward(h.clone());
-        Staged {
+        let (h, x) = self.input_norm.forward_keep(hidden.reshape([b * s, d]))?;
+        Ok(Staged {
             b,
             s,
             d,
@@ -110,7 +122,7 @@ impl DecoderBlock {
             x: Some(x),
             act: None,
             experts: None,
-        }
+        })
     }
 
     /// The stages this block goes through, in order (`Done` excluded).
@@ -152,7 +164,7 @@ impl DecoderBlock {
             (Stage::Mlp, _) => observe(tap, TapPoint::MlpIn, || st.x()),
             (Stage::Down, Ffn::Dense(mlp)) => observe(tap, TapPoint::MlpDownIn, || match &st.act {
                 Some(a) => Ok(a.clone()),
-                None => Ok(mlp.activation(st.x()?)),
+                None => mlp.activation(st.x()?),
             }),
             (Stage::Experts | Stage::Down, Ffn::Moe(moe)) => {
                 let ex = experts(st)?;
@@ -166,7 +178,7 @@ impl DecoderBlock {
                         }
                         (Stage::Down, Some(xe), None) => {
                             observe(tap, TapPoint::ExpertDownIn(e), || {
-                                Ok(moe.experts[e].activation(xe.clone()))
+                                moe.experts[e].activation(xe.clone())
                             })?
                         }
                         _ => {}
@@ -186,18 +198,22 @@ impl DecoderBlock {
     pub fn advance(&self, st: &mut Staged, rope: &Rope, tap: &mut dyn Tap) -> Result<()> {
         match (st.stage, &self.ffn) {
             (Stage::Attn, _) => {
-                st.x = Some(self.attn.attend(st.x()?, st.b, st.s, rope));
+                let x = st.take_x()?;
+                st.x = Some(self.attn.attend(x, st.b, st.s, rope)?);
                 st.stage = Stage::AttnOut;
             }
             (Stage::AttnOut, _) => {
-                st.h = st.h.clone() + self.attn.o.forward(st.x()?);
-                st.x = Some(self.post_norm.forward(st.h.clone()));
+                let (x, h) = (st.take_x()?, st.take_h());
+                let (h, xn) = self
+                    .post_norm
+                    .forward_keep(self.attn.o.forward_add(x, h)?)?;
+                st.h = h;
+                st.x = Some(xn);
                 st.stage = Stage::Mlp;
             }
             (Stage::Mlp, Ffn::Dense(mlp)) => {
                 if !st.lean {
-                    st.act = Some(mlp.activation(st.x()?));
-                    st.x = None;
+                    st.act = Some(mlp.activation(st.take_x()?)?);
                 }
                 st.stage = Stage::Down;
             }
@@ -231,7 +247,7 @@ impl DecoderBlock {
                 if !lean {
                     for (e, input) in ex.inputs.iter_mut().enumerate() {
                         if let Some(xe) = input.take() {
-                            ex.acts[e] = Some(moe.experts[e].activation(xe));
+                            ex.acts[e] = Some(moe.experts[e].activation(xe)?);
                         }
                     }
                 }
@@ -240,11 +256,16 @@ impl DecoderBlock {
             (Stage::Down, Ffn::Dense(mlp)) => {
                 let act = match st.act.take() {
                     Some(a) => a,
-                    None => mlp.activation(st.x()?),
+                    None => mlp.activation(st.take_x()?)?,
                 };
-                let y = mlp.down.forward(act);
-                observe(tap, TapPoint::MlpDownOut, || Ok(y.clone()))?;
-                st.h = st.h.clone() + y;
+                let h = st.take_h();
+                if tap.wants(TapPoint::MlpDownOut) {
+                    let y = mlp.down.forward(act)?;
+                    tap.observe(TapPoint::MlpDownOut, &y)?;
+                    st.h = h + y;
+                } else {
+                    st.h = mlp.down.forward_add(act, h)?;
+                }
                 st.x = None;
                 st.stage = Stage::Done;
             }
@@ -259,10 +280,10 @@ impl DecoderBlock {
                     };
                     let act = match (&ex.acts[e], &ex.inputs[e]) {
                         (Some(a), _) => a.clone(),
-                        (None, Some(xe)) => expert.activation(xe.clone()),
+                        (None, Some(xe)) => expert.activation(xe.clone())?,
                         (None, None) => return Err(no_experts()),
                     };
-                    let ye = expert.down.forward(act);
+                    let ye = expert.down.forward(act)?;
                     observe(tap, TapPoint::ExpertDownOut(e), || Ok(ye.clone()))?;
                     let w = &ex.routed.weights[e];
                     let w =
@@ -334,8 +355,10 @@ mod tests {
                 .iter()
                 .map(|h| host(block.forward(h.clone(), &rope, &mut NoTap).unwrap()))
                 .collect();
-            let mut staged: Vec<Staged> =
-                hidden.into_iter().map(|h| block.begin(h, true)).collect();
+            let mut staged: Vec<Staged> = hidden
+                .into_iter()
+                .map(|h| block.begin(h, true).unwrap())
+                .collect();
             for _ in block.stages() {
                 for st in &staged {
                     block.observe(st, &mut NoTap).unwrap();

@@ -12,7 +12,7 @@ impl ModelRunner {
     /// Log-softmax rows `[seq, vocab]` of one sequence (host).
     fn log_probs(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         let h = self.resident_hidden(ids)?;
-        to_host(log_softmax(self.ends.logits(h), 1))
+        to_host(log_softmax(self.ends.logits(h)?, 1))
     }
 }
 

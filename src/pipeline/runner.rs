@@ -135,7 +135,7 @@ impl ModelRunner {
     /// Raw logits `[seq, vocab]` (row-major, host) of one sequence, with every block resident.
     pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         let h = self.resident_hidden(ids)?;
-        to_host(self.ends.logits(h))
+        to_host(self.ends.logits(h)?)
     }
 
     /// The final hidden states `[1, seq, hidden]` of one sequence of 1 to

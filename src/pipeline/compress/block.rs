@@ -266,7 +266,7 @@ impl<'a> BlockJob<'a> {
         let mut staged: Vec<_> = hidden
             .drain(..)
             .map(|h| self.block.begin(h, true))
-            .collect();
+            .collect::<Result<_>>()?;
         let mut stats = Stats::default();
         for &stage in self.block.stages() {
             let points = self.block.stage_points(stage);
