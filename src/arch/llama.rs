@@ -200,44 +200,45 @@ impl Architecture {
         })
     }
 
-    /// Builds the burn block from host weights.
+    /// Builds the burn block from host weights (copies them; see [`Architecture::into_block`]).
     pub fn build_block(&self, w: &BlockWeights, device: &Device) -> Result<DecoderBlock> {
+        Ok(self.into_block(w.clone(), device)?.0)
+    }
+
+    /// Builds the burn block from host weights, moving them (the fused q|k|v and gate|up
+    /// weights are assembled part by part, each part dropped once copied), and returns the
+    /// block with its linears' slots.
+    pub fn into_block(
+        &self,
+        w: BlockWeights,
+        device: &Device,
+    ) -> Result<(DecoderBlock, Vec<LinearSlot>)> {
         let c = &self.cfg;
-        let get = |role: LinearRole| -> Result<(&Matrix, Option<&Vec<f32>>)> {
-            let id = LinearId::new(w.block, role);
-            w.linears
-                .iter()
-                .find(|(s, _, _)| s.id == id)
-                .map(|(_, m, b)| (m, b.as_ref()))
-                .ok_or_else(|| {
-                    PareError::Internal(format!("block {}: linear `{id}` missing", w.block))
-                })
-        };
-        let one = |role: LinearRole| -> Result<Linear> {
-            let (m, b) = get(role)?;
-            Ok(Linear::new(m, b.cloned(), device))
-        };
-        let mlp = |role: &dyn Fn(MlpPart) -> LinearRole| -> Result<Mlp> {
-            let gate = get(role(MlpPart::Gate))?;
-            Ok(Mlp {
-                gate_up: Linear::fused(&[gate, get(role(MlpPart::Up))?], device),
-                ffn: gate.0.rows,
-                down: one(role(MlpPart::Down))?,
+        let block = w.block;
+        let mut slots = Vec::with_capacity(w.linears.len());
+        let mut parts = std::collections::BTreeMap::new();
+        for (slot, m, b) in w.linears {
+            parts.insert(slot.id.role, (m, b));
+            slots.push(slot);
+        }
+        let mut take = |role: LinearRole| -> Result<(Matrix, Option<Vec<f32>>)> {
+            parts.remove(&role).ok_or_else(|| {
+                PareError::Internal(format!(
+                    "block {block}: linear `{}` missing",
+                    LinearId::new(block, role)
+                ))
             })
         };
-        let attn = Attention {
-            qkv: Linear::fused(
-                &[
-                    get(LinearRole::Q)?,
-                    get(LinearRole::K)?,
-                    get(LinearRole::V)?,
-                ],
-                device,
-            ),
-            o: one(LinearRole::O)?,
-            n_heads: c.num_heads,
-            n_kv_heads: c.num_kv_heads,
-            head_dim: c.head_dim,
+        let mut mlp = |role: &dyn Fn(MlpPart) -> LinearRole| -> Result<Mlp> {
+            let gate = take(role(MlpPart::Gate))?;
+            let ffn = gate.0.rows;
+            let up = take(role(MlpPart::Up))?;
+            let (down, db) = take(role(MlpPart::Down))?;
+            Ok(Mlp {
+                gate_up: Linear::fused_owned(vec![gate, up], device),
+                ffn,
+                down: Linear::owned(down, db, device),
+            })
         };
         let ffn = match c.kind {
             ArchKind::Llama => Ffn::Dense(mlp(&LinearRole::Mlp)?),
@@ -246,19 +247,36 @@ impl Architecture {
                 for e in 0..c.num_experts {
                     experts.push(mlp(&|part| LinearRole::Expert { index: e, part })?);
                 }
+                let (r, rb) = take(LinearRole::Router)?;
                 Ffn::Moe(Moe {
-                    router: one(LinearRole::Router)?,
+                    router: Linear::owned(r, rb, device),
                     experts,
                     top_k: c.experts_per_token,
                 })
             }
         };
-        Ok(DecoderBlock {
-            input_norm: RmsNorm::new(w.input_norm.clone(), c.rms_norm_eps, device),
-            attn,
-            post_norm: RmsNorm::new(w.post_norm.clone(), c.rms_norm_eps, device),
-            ffn,
-        })
+        let qkv = vec![
+            take(LinearRole::Q)?,
+            take(LinearRole::K)?,
+            take(LinearRole::V)?,
+        ];
+        let (o, ob) = take(LinearRole::O)?;
+        let attn = Attention {
+            qkv: Linear::fused_owned(qkv, device),
+            o: Linear::owned(o, ob, device),
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+        };
+        Ok((
+            DecoderBlock {
+                input_norm: RmsNorm::new(w.input_norm, c.rms_norm_eps, device),
+                attn,
+                post_norm: RmsNorm::new(w.post_norm, c.rms_norm_eps, device),
+                ffn,
+            },
+            slots,
+        ))
     }
 
     /// Embedding, final norm and head. The head is built first and each host copy is handed
@@ -271,8 +289,8 @@ impl Architecture {
                 "tensor `lm_head.weight` missing and config.json says tie_word_embeddings: false",
             ));
         }
-        let head = Linear::new(
-            &self.read_matrix(store, self.head_name(), c.vocab_size, c.hidden_size)?,
+        let head = Linear::owned(
+            self.read_matrix(store, self.head_name(), c.vocab_size, c.hidden_size)?,
             None,
             device,
         );

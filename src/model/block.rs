@@ -5,7 +5,7 @@
 use burn::tensor::Tensor;
 
 use super::stage::Stage;
-use super::{Attention, Mlp, Moe, RmsNorm, Rope, Tap};
+use super::{Attention, Linear, Mlp, Moe, RmsNorm, Rope, Tap};
 use crate::error::{PareError, Result};
 use crate::id::{LinearRole, MlpPart};
 use crate::matrix::Matrix;
@@ -40,36 +40,68 @@ impl DecoderBlock {
         }
     }
 
+    /// The fused linear holding `role` and the rows `offset..offset + rows` that are `role`'s.
+    fn locate(&mut self, role: LinearRole) -> Result<(&mut Linear, usize, usize)> {
+        let (qo, kvo) = self.attn.q_k_widths();
+        fn part(mlp: &mut Mlp, p: MlpPart) -> (&mut Linear, usize, usize) {
+            let f = mlp.ffn;
+            match p {
+                MlpPart::Gate => (&mut mlp.gate_up, 0, f),
+                MlpPart::Up => (&mut mlp.gate_up, f, f),
+                MlpPart::Down => {
+                    let n = mlp.down.out_features();
+                    (&mut mlp.down, 0, n)
+                }
+            }
+        }
+        Ok(match (role, &mut self.ffn) {
+            (LinearRole::Q, _) => (&mut self.attn.qkv, 0, qo),
+            (LinearRole::K, _) => (&mut self.attn.qkv, qo, kvo),
+            (LinearRole::V, _) => (&mut self.attn.qkv, qo + kvo, kvo),
+            (LinearRole::O, _) => {
+                let n = self.attn.o.out_features();
+                (&mut self.attn.o, 0, n)
+            }
+            (LinearRole::Mlp(p), Ffn::Dense(mlp)) => part(mlp, p),
+            (LinearRole::Router, Ffn::Moe(moe)) => {
+                let n = moe.router.out_features();
+                (&mut moe.router, 0, n)
+            }
+            (LinearRole::Expert { index, part: p }, Ffn::Moe(moe)) => {
+                let n = moe.experts.len();
+                match moe.experts.get_mut(index) {
+                    Some(mlp) => part(mlp, p),
+                    None => {
+                        return Err(PareError::Internal(format!(
+                            "expert {index} does not exist (the block has {n})"
+                        )));
+                    }
+                }
+            }
+            (role, _) => {
+                return Err(PareError::Internal(format!(
+                    "this block has no {role:?} linear"
+                )));
+            }
+        })
+    }
+
     /// Replaces the weight of the linear `role` (`[out, in]`, Hugging Face orientation) in place;
     /// the fused q|k|v and gate|up GEMMs get the new rows at the right offset.
     pub fn set_linear(&mut self, role: LinearRole, w: &Matrix) -> Result<()> {
-        let (qo, kvo) = self.attn.q_k_widths();
-        let mlp_part = |mlp: &mut Mlp, part: MlpPart| -> Result<()> {
-            let f = mlp.ffn;
-            match part {
-                MlpPart::Gate => mlp.gate_up.set_rows(0, w),
-                MlpPart::Up => mlp.gate_up.set_rows(f, w),
-                MlpPart::Down => mlp.down.set_rows(0, w),
-            }
-        };
-        match (role, &mut self.ffn) {
-            (LinearRole::Q, _) => self.attn.qkv.set_rows(0, w),
-            (LinearRole::K, _) => self.attn.qkv.set_rows(qo, w),
-            (LinearRole::V, _) => self.attn.qkv.set_rows(qo + kvo, w),
-            (LinearRole::O, _) => self.attn.o.set_rows(0, w),
-            (LinearRole::Mlp(p), Ffn::Dense(mlp)) => mlp_part(mlp, p),
-            (LinearRole::Router, Ffn::Moe(moe)) => moe.router.set_rows(0, w),
-            (LinearRole::Expert { index, part }, Ffn::Moe(moe)) => match moe.experts.get_mut(index)
-            {
-                Some(mlp) => mlp_part(mlp, part),
-                None => Err(PareError::Internal(format!(
-                    "set_linear: expert {index} does not exist (the block has {})",
-                    moe.experts.len()
-                ))),
-            },
-            (role, _) => Err(PareError::Internal(format!(
-                "set_linear: this block has no {role:?} linear"
-            ))),
+        let (lin, offset, rows) = self.locate(role)?;
+        if w.rows != rows {
+            return Err(PareError::Internal(format!(
+                "set_linear: {role:?} has {rows} rows, the new weight {}",
+                w.rows
+            )));
         }
+        lin.set_rows(offset, w)
+    }
+
+    /// A copy of the weight of the linear `role` (`[out, in]`) as the block holds it now.
+    pub fn linear_weight(&mut self, role: LinearRole) -> Result<Matrix> {
+        let (lin, offset, rows) = self.locate(role)?;
+        Ok(lin.rows(offset, rows))
     }
 }

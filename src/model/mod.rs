@@ -78,8 +78,13 @@ pub struct Linear {
 impl Linear {
     /// From a Hugging Face `[out, in]` weight and an optional `[out]` bias.
     pub fn new(w: &Matrix, bias: Option<Vec<f32>>, device: &Device) -> Self {
+        Self::owned(w.clone(), bias, device)
+    }
+
+    /// [`Linear::new`], taking the weight by value (no copy on the host).
+    pub fn owned(w: Matrix, bias: Option<Vec<f32>>, device: &Device) -> Self {
         let mut l = Self {
-            w: w.clone(),
+            w,
             bias,
             device: device.clone(),
             on_device: None,
@@ -112,27 +117,28 @@ impl Linear {
         Tensor::<2>::from_data(TensorData::new(t, [w.cols, w.rows]), device)
     }
 
-    /// Several linears reading the same input as one (outputs concatenated in order).
-    pub fn fused(parts: &[(&Matrix, Option<&Vec<f32>>)], device: &Device) -> Self {
+    /// [`Linear::fused`] taking the parts by value; each part is dropped once copied in, so the
+    /// extra memory is one part at most.
+    pub fn fused_owned(parts: Vec<(Matrix, Option<Vec<f32>>)>, device: &Device) -> Self {
         let cols = parts.first().map(|p| p.0.cols).unwrap_or(0);
         let rows: usize = parts.iter().map(|p| p.0.rows).sum();
+        let any_bias = parts.iter().any(|p| p.1.is_some());
         let mut data = Vec::with_capacity(rows * cols);
-        for (m, _) in parts {
+        let mut bias = Vec::with_capacity(if any_bias { rows } else { 0 });
+        for (m, b) in parts {
             data.extend_from_slice(&m.data);
-        }
-        let bias = if parts.iter().any(|p| p.1.is_some()) {
-            let mut b = Vec::with_capacity(rows);
-            for (m, bias) in parts {
-                match bias {
-                    Some(v) => b.extend_from_slice(v),
-                    None => b.extend(std::iter::repeat_n(0.0, m.rows)),
+            if any_bias {
+                match b {
+                    Some(v) => bias.extend_from_slice(&v),
+                    None => bias.extend(std::iter::repeat_n(0.0, m.rows)),
                 }
             }
-            Some(b)
-        } else {
-            None
-        };
-        Self::new(&Matrix::from_vec(rows, cols, data), bias, device)
+        }
+        Self::owned(
+            Matrix::from_vec(rows, cols, data),
+            any_bias.then_some(bias),
+            device,
+        )
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]`.
@@ -188,6 +194,18 @@ impl Linear {
     /// Output features.
     pub fn out_features(&self) -> usize {
         self.w.rows
+    }
+
+    /// A copy of output features `offset..offset + n` (`[n, in]`).
+    pub fn rows(&self, offset: usize, n: usize) -> Matrix {
+        let d_in = self.w.cols;
+        let end = (offset + n).min(self.w.rows);
+        let start = offset.min(end);
+        Matrix::from_vec(
+            end - start,
+            d_in,
+            self.w.data[start * d_in..end * d_in].to_vec(),
+        )
     }
 
     /// Replaces output features `offset..offset + w.rows` with `w` (`[rows, in]`).

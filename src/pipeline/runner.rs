@@ -80,7 +80,7 @@ impl ModelRunner {
     pub fn load_block(&self, b: usize) -> Result<(DecoderBlock, usize)> {
         let w = self.arch.read_block(&self.store, b, self.qcfg.as_ref())?;
         let bad = w.linears.iter().map(|(_, m, _)| m.non_finite()).sum();
-        Ok((self.arch.build_block(&w, &self.device)?, bad))
+        Ok((self.arch.into_block(w, &self.device)?.0, bad))
     }
 
     /// Keeps every block on the device (for repeated forwards, e.g. generation).

@@ -8,7 +8,7 @@
 //! `J H J`: one factorisation and one triangular inverse instead of two factorisations and a full
 //! inverse (a test checks both routes agree).
 
-use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 use crate::error::{PareError, Result};
 use crate::matrix::Matrix;
@@ -41,6 +41,65 @@ pub fn inverse_factor(h: &Matrix, dampening: f32) -> Result<InverseFactor> {
     result
 }
 
+/// Columns solved per block when building `U`.
+const INVERSE_BLOCK: usize = 256;
+
+/// `J H J` in f64 (dead columns' diagonal set to 1, `damp` added to the diagonal).
+fn reversed_damped(h: &Matrix, dead_rows: &[usize], damp: f64) -> Mat<f64> {
+    let d = h.cols;
+    let mut hr = Mat::<f64>::from_fn(d, d, |i, j| h.get(d - 1 - i, d - 1 - j) as f64);
+    for &r in dead_rows {
+        hr[(r, r)] = 1.0;
+    }
+    for i in 0..d {
+        hr[(i, i)] += damp;
+    }
+    hr
+}
+
+/// `U = J·L'⁻¹·J` in f32 from the lower Cholesky factor `L'` (in the lower triangle of `l`),
+/// without forming `L'⁻¹`: rows of `L'⁻¹` are solved [`INVERSE_BLOCK`] at a time from
+/// `L'ᵀ x = e_r` (only the leading `r + 1` unknowns are non-zero) and written straight into
+/// `U`'s rows. Memory: `U` plus a `d × 256` block. `None` when a value is not finite or a
+/// diagonal entry not positive.
+fn upper_inverse_factor(l: &Mat<f64>) -> Option<Vec<f32>> {
+    let d = l.nrows();
+    let par = Par::rayon(0);
+    let mut u = vec![0.0f32; d * d];
+    let mut x = Mat::<f64>::zeros(d, INVERSE_BLOCK.min(d.max(1)));
+    for r0 in (0..d).step_by(INVERSE_BLOCK) {
+        let nb = INVERSE_BLOCK.min(d - r0);
+        let m = r0 + nb;
+        let mut rhs = x.as_mut().submatrix_mut(0, 0, m, nb);
+        rhs.fill(0.0);
+        for k in 0..nb {
+            rhs[(r0 + k, k)] = 1.0;
+        }
+        faer::linalg::triangular_solve::solve_upper_triangular_in_place(
+            l.as_ref().submatrix(0, 0, m, m).transpose(),
+            rhs.as_mut(),
+            par,
+        );
+        for k in 0..nb {
+            // Row r of L'⁻¹ is U's row d−1−r, reversed: U[d−1−r][d−1−c] = L'⁻¹[r][c], c ≤ r.
+            let r = r0 + k;
+            let i = d - 1 - r;
+            let row = &mut u[i * d..(i + 1) * d];
+            for c in 0..=r {
+                let v = rhs[(c, k)];
+                if !v.is_finite() {
+                    return None;
+                }
+                row[d - 1 - c] = v as f32;
+            }
+            if row[i] <= 0.0 {
+                return None;
+            }
+        }
+    }
+    Some(u)
+}
+
 fn inverse_factor_timed(h: &Matrix, dampening: f32) -> Result<InverseFactor> {
     let d = h.cols;
     if h.rows != d {
@@ -49,26 +108,25 @@ fn inverse_factor_timed(h: &Matrix, dampening: f32) -> Result<InverseFactor> {
             h.rows, h.cols
         )));
     }
-    // J H J in f64: reversed order so that the lower factor of it gives U of H⁻¹ directly.
-    let mut hr = Mat::<f64>::from_fn(d, d, |i, j| h.get(d - 1 - i, d - 1 - j) as f64);
+    // J H J: reversed order so that the lower factor of it gives U of H⁻¹ directly.
     let mut dead = Vec::new();
+    let mut dead_rows = Vec::new();
+    let mut trace = 0.0f64;
     for j in 0..d {
-        let r = d - 1 - j;
-        if hr[(r, r)] == 0.0 {
-            hr[(r, r)] = 1.0;
+        let v = h.get(j, j) as f64;
+        if v == 0.0 {
             dead.push(j);
+            dead_rows.push(d - 1 - j);
+            trace += 1.0;
+        } else {
+            trace += v;
         }
     }
-    dead.sort_unstable();
-    let mean_diag = if d == 0 {
-        0.0
-    } else {
-        (0..d).map(|i| hr[(i, i)]).sum::<f64>() / d as f64
-    };
-    if !mean_diag.is_finite() {
-        return Err(PareError::Numerical(format!(
-            "Hessian has non-finite entries"
-        )));
+    let mean_diag = if d == 0 { 0.0 } else { trace / d as f64 };
+    if !mean_diag.is_finite() || h.data.iter().any(|v| !v.is_finite()) {
+        return Err(PareError::Numerical(
+            "Hessian has non-finite entries".into(),
+        ));
     }
     let mut warnings = Vec::new();
     if !dead.is_empty() {
@@ -77,33 +135,27 @@ fn inverse_factor_timed(h: &Matrix, dampening: f32) -> Result<InverseFactor> {
             dead.len()
         ));
     }
+    let par = Par::rayon(0);
+    let mut scratch = faer::dyn_stack::MemBuffer::new(
+        faer::linalg::cholesky::llt::factor::cholesky_in_place_scratch::<f64>(
+            d,
+            par,
+            Default::default(),
+        ),
+    );
     let mut damp = dampening as f64 * mean_diag;
-    let mut applied = 0.0f64;
     for attempt in 0..=CHOLESKY_RETRIES {
-        // Damp in place (no extra d×d copy): add the difference to what is already applied.
-        for i in 0..d {
-            hr[(i, i)] += damp - applied;
-        }
-        applied = damp;
-        let failure = match hr.llt(Side::Lower) {
-            Ok(llt) => {
-                let mut linv = Mat::<f64>::zeros(d, d);
-                faer::linalg::triangular_inverse::invert_lower_triangular(
-                    linv.as_mut(),
-                    llt.L(),
-                    Par::rayon(0),
-                );
-                // U[i][j] = L'⁻¹[d-1-i][d-1-j]; upper because L'⁻¹ is lower.
-                let mut u = vec![0.0f32; d * d];
-                let mut finite = true;
-                for i in 0..d {
-                    for j in i..d {
-                        let v = linv[(d - 1 - i, d - 1 - j)];
-                        finite &= v.is_finite();
-                        u[i * d + j] = v as f32;
-                    }
-                }
-                if finite && (0..d).all(|i| u[i * d + i] > 0.0) {
+        // Factorised in place; a retry rebuilds J H J from the f32 Hessian.
+        let mut hr = reversed_damped(h, &dead_rows, damp);
+        let failure = match faer::linalg::cholesky::llt::factor::cholesky_in_place(
+            hr.as_mut(),
+            Default::default(),
+            par,
+            faer::dyn_stack::MemStack::new(&mut scratch),
+            Default::default(),
+        ) {
+            Ok(_) => match upper_inverse_factor(&hr) {
+                Some(u) => {
                     return Ok(InverseFactor {
                         u,
                         dead,
@@ -111,8 +163,8 @@ fn inverse_factor_timed(h: &Matrix, dampening: f32) -> Result<InverseFactor> {
                         warnings,
                     });
                 }
-                "non-finite inverse factor".to_string()
-            }
+                None => "non-finite inverse factor".to_string(),
+            },
             Err(e) => format!("{e:?}"),
         };
         if attempt < CHOLESKY_RETRIES {
@@ -158,6 +210,7 @@ pub fn update_tail(w: &mut [f32], d: usize, e: &[f32], u: &[f32], a: usize, b: u
 mod tests {
     use super::*;
     use crate::stats::tests::{correlated_x, rand_vec, stats_of};
+    use faer::Side;
     use faer::linalg::solvers::DenseSolveCore;
 
     #[test]

@@ -13,16 +13,19 @@
 //!   next block's input: about one block forward (plus one gate/up GEMM in the lean state).
 //!
 //! Either way the block is built on the device once and compressed linears are swapped in with
-//! [`crate::model::DecoderBlock::set_linear`]; on the host each linear is held as read, plus its
-//! compressed form once a step has touched it.
+//! [`crate::model::DecoderBlock::set_linear`]. Memory: the block's weights are held once (the
+//! device block, which on the host is where the CPU kernels read them); a linear's original and
+//! compressed copies exist only while it is being compressed — every step runs on one linear
+//! before the next, and the finished linear is reported and written at once ([`super::Sink`]).
+//! Untouched linears are written when the job starts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use burn::tensor::Tensor;
 
-use super::ERROR_TOKENS;
+use super::{ERROR_TOKENS, Sink};
 use crate::allocate::Allocation;
-use crate::arch::{BlockWeights, LinearSlot};
+use crate::arch::LinearSlot;
 use crate::compress::quant::ScaleDtype;
 use crate::compress::{CompressedLinear, ExportHints, LinearInput};
 use crate::error::{PareError, Result};
@@ -33,14 +36,10 @@ use crate::pipeline::Progress;
 use crate::recipe::PlanStep;
 use crate::stats::{StatKind, StatSet, Stats, StatsTap};
 
-/// One linear's journey through the recipe's steps.
+/// One linear's journey through the recipe's steps (its weights live in the device block).
 pub struct LinearState {
     pub slot: LinearSlot,
     pub point: TapPoint,
-    /// The weight as read from the checkpoint.
-    pub original: Matrix,
-    /// The compressed form, once a step has touched the linear.
-    pub current: Option<CompressedLinear>,
     /// Steps applied, by name.
     pub methods: Vec<String>,
     pub notes: Vec<String>,
@@ -94,27 +93,39 @@ pub struct BlockJob<'a> {
 }
 
 impl<'a> BlockJob<'a> {
-    /// Takes the block's host weights (already built into `block`) into per-linear states.
-    pub fn new(ctx: &'a LoopCtx<'a>, block: DecoderBlock, weights: BlockWeights) -> Self {
-        let states = weights
-            .linears
-            .into_iter()
-            .map(|(slot, original, _bias)| LinearState {
+    /// A job for `block` (its linears described by `slots`); the linears no step targets are
+    /// written to `sink` at once.
+    pub fn new(
+        ctx: &'a LoopCtx<'a>,
+        mut block: DecoderBlock,
+        slots: Vec<LinearSlot>,
+        sink: &mut Sink<'_>,
+    ) -> Result<Self> {
+        let mut states = Vec::with_capacity(slots.len());
+        for slot in slots {
+            if !ctx.targets(slot.id) {
+                let w = block.linear_weight(slot.id.role)?;
+                sink.write(
+                    &slot,
+                    &CompressedLinear::dense(w),
+                    ExportHints::default(),
+                    false,
+                )?;
+            }
+            states.push(LinearState {
                 point: TapPoint::input_of(slot.id.role),
                 slot,
-                original,
-                current: None,
                 methods: Vec::new(),
                 notes: Vec::new(),
                 hints: ExportHints::default(),
-            })
-            .collect();
-        Self {
+            });
+        }
+        Ok(Self {
             ctx,
             block,
             states,
             kept_inputs: BTreeMap::new(),
-        }
+        })
     }
 
     /// Indices of the targeted linears whose input is at one of `points` (all when `None`).
@@ -161,20 +172,26 @@ impl<'a> BlockJob<'a> {
         StatsTap::new(points, experts, keep, ERROR_TOKENS)
     }
 
-    /// Applies every step, in order, to the linears `group` with the gathered `stats`, then swaps
-    /// the compressed weights into the device block when `push`.
+    /// Applies every step, in order, to each linear of `group` in turn with the gathered `stats`,
+    /// swaps the result into the device block when `push`, and hands it to `sink`.
     fn compress(
         &mut self,
         group: &[usize],
         stats: &Stats,
         push: bool,
+        sink: &mut Sink<'_>,
         progress: &dyn Progress,
     ) -> Result<()> {
         let ctx = self.ctx;
-        for (si, (step, targets)) in ctx.steps.iter().zip(&ctx.targeted).enumerate() {
-            for &i in group {
-                let st = &mut self.states[i];
-                let id = st.slot.id;
+        for &i in group {
+            let id = self.states[i].slot.id;
+            let original = self
+                .block
+                .linear_weight(id.role)
+                .map_err(|e| e.in_layer(id))?;
+            let mut current: Option<CompressedLinear> = None;
+            let st = &mut self.states[i];
+            for (si, (step, targets)) in ctx.steps.iter().zip(&ctx.targeted).enumerate() {
                 if !targets.contains(&id) {
                     continue;
                 }
@@ -186,14 +203,13 @@ impl<'a> BlockJob<'a> {
                     }
                     continue;
                 }
-                let current = st
-                    .current
+                let cur = current
                     .take()
-                    .unwrap_or_else(|| CompressedLinear::dense(st.original.clone()));
+                    .unwrap_or_else(|| CompressedLinear::dense(original.clone()));
                 let input = LinearInput {
                     id,
-                    original: &st.original,
-                    current: &current,
+                    original: &original,
+                    current: &cur,
                     stats,
                     point: st.point,
                     settings: &settings,
@@ -207,20 +223,23 @@ impl<'a> BlockJob<'a> {
                 for n in &out.notes {
                     progress.warn(&format!("{id}: {n}"));
                 }
-                st.current = Some(out.linear);
+                current = Some(out.linear);
                 st.hints = out.hints;
                 st.methods.push(step.name.clone());
                 st.notes.extend(out.notes);
             }
-        }
-        if push {
-            for &i in group {
-                let st = &self.states[i];
-                if let Some(c) = &st.current {
-                    self.block
-                        .set_linear(st.slot.id.role, &c.weight)
-                        .map_err(|e| e.in_layer(st.slot.id))?;
-                }
+            let c = current.unwrap_or_else(|| CompressedLinear::dense(original.clone()));
+            if push && !st.methods.is_empty() {
+                self.block
+                    .set_linear(id.role, &c.weight)
+                    .map_err(|e| e.in_layer(id))?;
+            }
+            let st = &self.states[i];
+            if st.methods.is_empty() {
+                // Protected from every step: written as it is.
+                sink.write(&st.slot, &c, st.hints, false)?;
+            } else {
+                sink.finish(st, &original, &c, self.kept_inputs.get(&st.point))?;
             }
         }
         Ok(())
@@ -233,6 +252,7 @@ impl<'a> BlockJob<'a> {
         hidden: &mut [Tensor<3>],
         rope: &Rope,
         propagate_compressed: bool,
+        sink: &mut Sink<'_>,
         progress: &dyn Progress,
     ) -> Result<()> {
         let group = self.group(None);
@@ -247,7 +267,7 @@ impl<'a> BlockJob<'a> {
             }
             let (stats, kept) = tap.finish();
             self.kept_inputs = kept;
-            self.compress(&group, &stats, propagate_compressed, progress)?;
+            self.compress(&group, &stats, propagate_compressed, sink, progress)?;
         }
         for h in hidden.iter_mut() {
             *h = self.block.forward(h.clone(), rope, &mut NoTap)?;
@@ -261,6 +281,7 @@ impl<'a> BlockJob<'a> {
         &mut self,
         hidden: &mut Vec<Tensor<3>>,
         rope: &Rope,
+        sink: &mut Sink<'_>,
         progress: &dyn Progress,
     ) -> Result<()> {
         let mut staged: Vec<_> = hidden
@@ -280,7 +301,7 @@ impl<'a> BlockJob<'a> {
                 let (s, kept) = tap.finish();
                 stats.extend(s);
                 self.kept_inputs.extend(kept);
-                self.compress(&group, &stats, true, progress)?;
+                self.compress(&group, &stats, true, sink, progress)?;
             }
             // Routing decisions are made while advancing past the router, for the experts' steps.
             let mut tap = self.routing_tap(stage);

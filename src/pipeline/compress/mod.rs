@@ -42,6 +42,65 @@ use metrics::relative_error;
 /// Input rows kept per tap point for measuring reconstruction error.
 const ERROR_TOKENS: usize = 1024;
 
+/// Where a finished linear goes: its report row, then its tensors into the writer, as soon as
+/// the last step has compressed it (so that its original and compressed copies can be dropped).
+pub(super) struct Sink<'a> {
+    writer: &'a mut CheckpointWriter,
+    export: &'a mut export::ExportState,
+    report: &'a mut Report,
+    plan: &'a Plan,
+    device: &'a burn::tensor::Device,
+}
+
+impl Sink<'_> {
+    /// Reports and writes a compressed linear; `kept` are the first calibration rows of its
+    /// input, for the reconstruction error against `original`.
+    fn finish(
+        &mut self,
+        st: &block::LinearState,
+        original: &crate::matrix::Matrix,
+        c: &CompressedLinear,
+        kept: Option<&crate::matrix::Matrix>,
+    ) -> Result<()> {
+        let rel_error = match kept {
+            Some(x) => relative_error(original, &c.weight, x, self.device)?,
+            None => None,
+        };
+        let pattern = self
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.targets.contains(&st.slot.id))
+            .find_map(|s| s.pattern());
+        self.report.linears.push(LinearReport {
+            id: st.slot.id.to_string(),
+            shape: [st.slot.rows, st.slot.cols],
+            method: st.methods.join(" + "),
+            sparsity: c.weight.sparsity(),
+            bits: c.quant.as_ref().map(|q| q.scheme.bits as f32),
+            pattern: pattern.map(|p| format!("{}:{}", p.n, p.m)),
+            pattern_exact: pattern.map(|p| tail_note(st.slot.cols, p).is_none()),
+            rel_error,
+            warnings: st.notes.clone(),
+        });
+        self.write(&st.slot, c, st.hints, true)
+    }
+
+    /// Writes a linear's tensors in the export layout (`compressed`: some step touched it).
+    fn write(
+        &mut self,
+        slot: &crate::arch::LinearSlot,
+        c: &CompressedLinear,
+        hints: crate::compress::ExportHints,
+        compressed: bool,
+    ) -> Result<()> {
+        for (name, t) in self.export.encode(slot, c, hints, compressed)? {
+            self.writer.add(name, t)?;
+        }
+        Ok(())
+    }
+}
+
 /// What `compress` produced.
 pub struct CompressOutcome {
     pub out: PathBuf,
@@ -101,55 +160,28 @@ pub fn compress(
         let weights = runner
             .arch
             .read_block(&runner.store, b, runner.qcfg.as_ref())?;
-        let device_block = runner.arch.build_block(&weights, &runner.device)?;
-        let mut job = BlockJob::new(&ctx, device_block, weights);
+        // From here the block's weights live once, in `device_block` (on the host, the CPU
+        // kernels compute from that copy): the host read is moved in.
+        let (device_block, slots) = runner.arch.into_block(weights, &runner.device)?;
+        let mut sink = Sink {
+            writer: &mut writer,
+            export: &mut export_state,
+            report: &mut report,
+            plan,
+            device: &runner.device,
+        };
+        let mut job = BlockJob::new(&ctx, device_block, slots, &mut sink)?;
         let linear = plan.sequential == Sequential::Linear && job.needs_data();
         if linear {
-            job.run_linear_mode(&mut hidden, &rope, progress)?;
+            job.run_linear_mode(&mut hidden, &rope, &mut sink, progress)?;
         } else {
             job.run_block_mode(
                 &mut hidden,
                 &rope,
                 plan.propagate == Propagate::Compressed,
+                &mut sink,
                 progress,
             )?;
-        }
-        // Report rows, with the error measured against the original weights.
-        for st in &job.states {
-            let Some(c) = st.current.as_ref().filter(|_| !st.methods.is_empty()) else {
-                continue;
-            };
-            let rel_error = match job.kept_inputs.get(&st.point) {
-                Some(x) => relative_error(&st.original, &c.weight, x, &runner.device)?,
-                None => None,
-            };
-            let pattern = plan
-                .steps
-                .iter()
-                .filter(|s| s.targets.contains(&st.slot.id))
-                .find_map(|s| s.pattern());
-            report.linears.push(LinearReport {
-                id: st.slot.id.to_string(),
-                shape: [st.slot.rows, st.slot.cols],
-                method: st.methods.join(" + "),
-                sparsity: c.weight.sparsity(),
-                bits: c.quant.as_ref().map(|q| q.scheme.bits as f32),
-                pattern: pattern.map(|p| format!("{}:{}", p.n, p.m)),
-                pattern_exact: pattern.map(|p| tail_note(st.slot.cols, p).is_none()),
-                rel_error,
-                warnings: st.notes.clone(),
-            });
-        }
-        // Write this block's linears (biases are pass-through tensors, written below).
-        for st in job.states {
-            let compressed = !st.methods.is_empty();
-            let c = match st.current {
-                Some(c) => c,
-                None => CompressedLinear::dense(st.original),
-            };
-            for (name, t) in export_state.encode(&st.slot, &c, st.hints, compressed)? {
-                writer.add(name, t)?;
-            }
         }
         report.blocks.push(BlockTiming {
             block: b,
