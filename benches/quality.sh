@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/pare-quality}"
-PARE="${PARE:-./target/debug/pare}"
+PARE="${PARE:-${CARGO_TARGET_DIR:-target}/debug/pare}"
 cargo build --quiet
 args=()
 for r in magnitude-50 wanda-50 sparsegpt-50 wanda-2of4 sparsegpt-2of4 rtn-int8 rtn-int4 finequant-int4 gptq-int4; do

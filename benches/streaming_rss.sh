@@ -27,7 +27,7 @@ fi
 echo "checkpoint: $(du -sb "$DIR" | cut -f1) bytes in $(ls "$DIR"/*.safetensors | wc -l) file(s)"
 
 LOG=$(mktemp)
-/usr/bin/time -v ./target/debug/pare --quiet eval --model "$DIR" --text "$TEXT" \
+/usr/bin/time -v "${CARGO_TARGET_DIR:-target}/debug/pare" --quiet eval --model "$DIR" --text "$TEXT" \
     --seq-len "$SEQ" --max-windows "$WINDOWS" >/dev/null 2>"$LOG" || {
     cat "$LOG" >&2
     exit 2

@@ -18,6 +18,7 @@ pub mod id;
 pub mod inspect;
 pub mod kernels;
 pub mod matrix;
+pub mod mem;
 pub mod model;
 pub mod pipeline;
 pub mod recipe;

@@ -84,7 +84,7 @@ impl CalibrationSet {
     ) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| PareError::input(path, format!("cannot read calibration text: {e}")))?;
-        let ids = tok.encode(&text, true)?;
+        let ids = tok.encode_document(&text, true)?;
         let windows = sample_windows(&ids, samples, seq_len, seed).ok_or_else(|| {
             PareError::input(
                 path,

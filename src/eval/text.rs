@@ -56,7 +56,7 @@ pub fn text_windows(
     }
     let text = std::fs::read_to_string(text_path)
         .map_err(|e| PareError::input(text_path, format!("cannot read text: {e}")))?;
-    let ids = runner.tokenizer.encode(&text, true)?;
+    let ids = runner.tokenizer.encode_document(&text, true)?;
     let w = windows(&ids, seq_len, max_windows);
     if w.is_empty() {
         return Err(PareError::input(

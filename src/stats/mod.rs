@@ -176,6 +176,12 @@ impl Stats {
         }
     }
 
+    /// Frees the statistics of `points` (a stage whose linears are compressed; a Hessian is
+    /// `[in, in]` f32, 462 MiB for a 7B down projection). Routing is kept.
+    pub fn remove_points(&mut self, points: &std::collections::BTreeSet<TapPoint>) {
+        self.points.retain(|p, _| !points.contains(p));
+    }
+
     pub fn point(&self, p: TapPoint) -> Option<&PointStats> {
         self.points.get(&p)
     }

@@ -302,6 +302,10 @@ impl<'a> BlockJob<'a> {
                 stats.extend(s);
                 self.kept_inputs.extend(kept);
                 self.compress(&group, &stats, true, sink, progress)?;
+                // This stage's linears are written: its Hessians and kept rows are not read
+                // again (later stages tap other points).
+                stats.remove_points(&points);
+                self.kept_inputs.retain(|p, _| !points.contains(p));
             }
             // Routing decisions are made while advancing past the router, for the experts' steps.
             let mut tap = self.routing_tap(stage);

@@ -183,6 +183,10 @@ pub fn compress(
                 progress,
             )?;
         }
+        drop(job);
+        // The block's weights and per-batch buffers are free now; hand their pages back
+        // before the next block allocates its own (see crate::mem).
+        crate::mem::release_free_heap();
         report.blocks.push(BlockTiming {
             block: b,
             seconds: t_block.elapsed().as_secs_f64(),
