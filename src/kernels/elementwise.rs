@@ -72,6 +72,28 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// Adds `x²` of every row of `x` (`[rows, d]`) into `acc` (`[d]`), rows in order.
+    fn col_sq_rows(acc: &mut [f32], x: &[f32]) {
+        for row in x.chunks_exact(acc.len()) {
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += *v * *v;
+            }
+        }
+    }
+}
+
+/// Per column `Σ_t x_tj²` of `x` (`[rows, d]` row-major) in f32, summed over the rows in order
+/// (the order burn-flex's `square().sum_dim(0)` uses, so the result is the same to the bit);
+/// memory-bound, so one thread.
+pub fn col_sq_sums(x: &[f32], d: usize) -> Vec<f32> {
+    let mut acc = vec![0f32; d];
+    if d > 0 {
+        col_sq_rows(&mut acc, x);
+    }
+    acc
+}
+
 /// RMSNorm as transformers computes it, per row of `x` (`[rows, d]` row-major):
 /// `w · (x / sqrt(mean(x²) + eps))`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
@@ -119,6 +141,23 @@ mod tests {
         let mut v = vec![0.0f32, 1.0, 2.0];
         let s = exp_shifted_sum(&mut v, 2.0);
         assert!((s - (1.0 + (-1.0f32).exp() + (-2.0f32).exp())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn column_sums_of_squares_add_rows_in_order() {
+        let (rows, d) = (37, 5);
+        let x: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 7) % 11) as f32 * 0.37 - 1.9)
+            .collect();
+        let got = col_sq_sums(&x, d);
+        for j in 0..d {
+            let mut want = 0f32;
+            for r in 0..rows {
+                want += x[r * d + j] * x[r * d + j];
+            }
+            assert_eq!(got[j].to_bits(), want.to_bits(), "column {j}");
+        }
+        assert!(col_sq_sums(&[], 0).is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use burn::tensor::Tensor;
 
 use super::stage::Stage;
-use super::{Attention, Linear, Mlp, Moe, RmsNorm, Rope, Tap};
+use super::{Attention, Linear, Mlp, Moe, RmsNorm, Rope, Tap, TapPoint};
 use crate::error::{PareError, Result};
 use crate::id::{LinearRole, MlpPart};
 use crate::matrix::Matrix;
@@ -38,6 +38,42 @@ impl DecoderBlock {
             }
             self.advance(&mut st, rope, tap)?;
         }
+    }
+
+    /// A forward run only as far as `tap` wants anything: the stages after the last wanted
+    /// point are not computed (in block mode the dense pass only gathers statistics, so the
+    /// down projection, whose output nobody reads unless `MlpDownOut`/`ExpertDownOut` is tapped,
+    /// is skipped). Same observations as [`Self::forward`], no output.
+    pub fn observe_forward(&self, hidden: Tensor<3>, rope: &Rope, tap: &mut dyn Tap) -> Result<()> {
+        let stages = self.stages();
+        let experts = match &self.ffn {
+            Ffn::Moe(m) => m.experts.len(),
+            Ffn::Dense(_) => 0,
+        };
+        let wants_in = |s: Stage| self.stage_points(s).into_iter().any(|p| tap.wants(p));
+        // What advancing a stage shows the tap: routing (MoE `Mlp`), down outputs (`Down`).
+        let wants_out = |s: Stage| match s {
+            Stage::Mlp => tap.wants_routing(),
+            Stage::Down => {
+                tap.wants(TapPoint::MlpDownOut)
+                    || (0..experts).any(|e| tap.wants(TapPoint::ExpertDownOut(e)))
+            }
+            _ => false,
+        };
+        let ins: Vec<bool> = stages.iter().map(|&s| wants_in(s)).collect();
+        let outs: Vec<bool> = stages.iter().map(|&s| wants_out(s)).collect();
+        if !ins.iter().chain(&outs).any(|&w| w) {
+            return Ok(());
+        }
+        let mut st = self.begin(hidden, false)?;
+        for i in 0..stages.len() {
+            self.observe(&st, tap)?;
+            if !(ins[i + 1..].iter().any(|&w| w) || outs[i..].iter().any(|&w| w)) {
+                break;
+            }
+            self.advance(&mut st, rope, tap)?;
+        }
+        Ok(())
     }
 
     /// The fused linear holding `role` and the rows `offset..offset + rows` that are `role`'s.

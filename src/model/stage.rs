@@ -403,4 +403,86 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.exit_code(), 1, "{e}");
     }
+
+    /// Records what it is shown: the points it wants, in order, with their tensors.
+    struct Recorder {
+        wanted: Vec<TapPoint>,
+        routing: bool,
+        seen: Vec<(TapPoint, Vec<f32>)>,
+        routings: usize,
+    }
+
+    impl Tap for Recorder {
+        fn wants(&self, p: TapPoint) -> bool {
+            self.wanted.contains(&p)
+        }
+        fn observe(&mut self, p: TapPoint, x: &Tensor<2>) -> Result<()> {
+            self.seen.push((p, to_host(x.clone())?));
+            Ok(())
+        }
+        fn wants_routing(&self) -> bool {
+            self.routing
+        }
+        fn observe_routing(&mut self, _: &crate::model::RoutingDecision<'_>) -> Result<()> {
+            self.routings += 1;
+            Ok(())
+        }
+    }
+
+    /// `observe_forward` shows a tap exactly what the full forward shows it (bit-identical
+    /// tensors, same order), for dense and MoE blocks, whichever points are wanted; a tap
+    /// that wants nothing sees nothing.
+    #[test]
+    fn observe_forward_shows_what_the_forward_shows() {
+        for (dir, experts) in [
+            (
+                concat!(env!("CARGO_MANIFEST_DIR"), "/models/stories260k").to_string(),
+                0,
+            ),
+            (format!("{SHARED}tiny-mixtral"), 4),
+        ] {
+            let r = runner(&dir);
+            let ids: Vec<Vec<u32>> = (0..2)
+                .map(|i| (0..24).map(|t| (t * 5 + i * 11) % 200 + 3).collect())
+                .collect();
+            let rope = Rope::new(r.cfg(), 24, &r.device);
+            let (block, _) = r.load_block(0).unwrap();
+            let h = r.ends.embed(&ids).unwrap();
+            let mut sets = vec![
+                vec![TapPoint::AttnIn],
+                vec![TapPoint::AttnOutIn, TapPoint::MlpIn],
+                vec![TapPoint::MlpDownIn, TapPoint::MlpDownOut],
+                vec![],
+            ];
+            if experts > 0 {
+                sets.push((0..experts).map(TapPoint::ExpertIn).collect());
+                sets.push(vec![TapPoint::ExpertDownIn(1), TapPoint::ExpertDownOut(2)]);
+            }
+            for wanted in sets {
+                for routing in [false, true] {
+                    let mk = || Recorder {
+                        wanted: wanted.clone(),
+                        routing,
+                        seen: vec![],
+                        routings: 0,
+                    };
+                    let (mut full, mut lean) = (mk(), mk());
+                    block.forward(h.clone(), &rope, &mut full).unwrap();
+                    block.observe_forward(h.clone(), &rope, &mut lean).unwrap();
+                    assert_eq!(lean.seen, full.seen, "{dir} {wanted:?}");
+                    assert_eq!(lean.routings, full.routings, "{dir} {wanted:?}");
+                    // Down points exist in a dense block only, expert points in an MoE one.
+                    let exists = wanted.iter().any(|p| match p {
+                        TapPoint::MlpDownIn | TapPoint::MlpDownOut => experts == 0,
+                        p => !p.is_expert() || experts > 0,
+                    }) || (routing && experts > 0);
+                    assert_eq!(
+                        !full.seen.is_empty() || full.routings > 0,
+                        exists,
+                        "{wanted:?}"
+                    );
+                }
+            }
+        }
+    }
 }

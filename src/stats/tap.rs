@@ -103,7 +103,16 @@ fn reduce_on_device(acc: &mut Accumulator, x: &Tensor<2>, groups: usize) -> Resu
     let [tokens, d] = x.dims();
     let kinds = acc.kinds();
     if kinds.contains(StatKind::SqNorms) {
-        acc.add_sq(&to_host(x.clone().square().sum_dim(0))?);
+        if crate::model::on_host(&x.device()) {
+            // One copy and one pass over it (burn's `square().sum_dim(0)` writes a squared
+            // copy first); same f32 sums to the bit.
+            acc.add_sq(&crate::kernels::elementwise::col_sq_sums(
+                &to_host(x.clone())?,
+                d,
+            ));
+        } else {
+            acc.add_sq(&to_host(x.clone().square().sum_dim(0))?);
+        }
     }
     if kinds.contains(StatKind::MeanVar) && tokens > 0 {
         let per = tokens / groups;

@@ -246,12 +246,14 @@ impl<'a> BlockJob<'a> {
     }
 
     /// `sequential: block`: gather, compress all, re-run. Replaces `hidden` with the outputs of
-    /// the compressed block (`propagate_compressed`) or of the original one.
+    /// the compressed block (`propagate_compressed`) or of the original one; empties it instead
+    /// when no block follows (`last`: nobody reads the last block's output).
     pub fn run_block_mode(
         &mut self,
-        hidden: &mut [Tensor<3>],
+        hidden: &mut Vec<Tensor<3>>,
         rope: &Rope,
         propagate_compressed: bool,
+        last: bool,
         sink: &mut Sink<'_>,
         progress: &dyn Progress,
     ) -> Result<()> {
@@ -263,11 +265,15 @@ impl<'a> BlockJob<'a> {
                     break; // data-free: only the error measurement's rows were needed
                 }
                 tap.batch_seqs = h.dims()[0];
-                self.block.forward(h.clone(), rope, &mut tap)?;
+                self.block.observe_forward(h.clone(), rope, &mut tap)?;
             }
             let (stats, kept) = tap.finish();
             self.kept_inputs = kept;
             self.compress(&group, &stats, propagate_compressed, sink, progress)?;
+        }
+        if last {
+            hidden.clear();
+            return Ok(());
         }
         for h in hidden.iter_mut() {
             *h = self.block.forward(h.clone(), rope, &mut NoTap)?;
@@ -276,11 +282,13 @@ impl<'a> BlockJob<'a> {
     }
 
     /// `sequential: linear`: true-sequential compression over the block's stages; replaces
-    /// `hidden` with the fully compressed block's outputs.
+    /// `hidden` with the fully compressed block's outputs, or empties it when no block follows
+    /// (`last`: the final stage is then not run).
     pub fn run_linear_mode(
         &mut self,
         hidden: &mut Vec<Tensor<3>>,
         rope: &Rope,
+        last: bool,
         sink: &mut Sink<'_>,
         progress: &dyn Progress,
     ) -> Result<()> {
@@ -306,6 +314,9 @@ impl<'a> BlockJob<'a> {
                 // again (later stages tap other points).
                 stats.remove_points(&points);
                 self.kept_inputs.retain(|p, _| !points.contains(p));
+            }
+            if last && self.block.stages().last() == Some(&stage) {
+                return Ok(()); // `hidden` stays empty: nobody reads the last block's output
             }
             // Routing decisions are made while advancing past the router, for the experts' steps.
             let mut tap = self.routing_tap(stage);

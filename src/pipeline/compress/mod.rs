@@ -172,13 +172,15 @@ pub fn compress(
         };
         let mut job = BlockJob::new(&ctx, device_block, slots, &mut sink)?;
         let linear = plan.sequential == Sequential::Linear && job.needs_data();
+        let last = b + 1 == cfg.num_layers;
         if linear {
-            job.run_linear_mode(&mut hidden, &rope, &mut sink, progress)?;
+            job.run_linear_mode(&mut hidden, &rope, last, &mut sink, progress)?;
         } else {
             job.run_block_mode(
                 &mut hidden,
                 &rope,
                 plan.propagate == Propagate::Compressed,
+                last,
                 &mut sink,
                 progress,
             )?;
