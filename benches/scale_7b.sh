@@ -48,8 +48,8 @@ run() { # name method mode step export
   python3 -c '
 import json, sys
 fwd = json.load(open(sys.argv[1])); wall = float(sys.argv[2])
-print(f"   wall {wall:.0f} s = {wall / fwd[\"seconds\"]:.2f} x one forward ({fwd[\"seconds\"]:.0f} s, "
-      f"{fwd[\"tokens_per_second\"]:.0f} tokens/s)")' "$WORK/forward.json" "$(wall_s "$WORK/$1.time")"
+s, tps = fwd["seconds"], fwd["tokens_per_second"]
+print(f"   wall {wall:.0f} s = {wall / s:.2f} x one forward ({s:.0f} s, {tps:.0f} tokens/s)")' "$WORK/forward.json" "$(wall_s "$WORK/$1.time")"
   "$PARE" --quiet inspect "$WORK/$1" | head -12
   "$PARE" --quiet eval --model "$WORK/$1" --text calibration/tinystories-valid-head.txt \
     --seq-len 128 --max-windows 2 | grep -i -m3 "perplexity\|windows"
