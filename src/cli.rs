@@ -23,6 +23,10 @@ pub struct Cli {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
+    /// Go on when the input weights hold NaN/Inf (refused by default, exit 2); the report says
+    /// which tensors. Methods that build a Hessian (SparseGPT, GPTQ) still stop on them.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub allow_non_finite: bool,
     #[command(subcommand)]
     pub command: Command,
 }

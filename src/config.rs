@@ -47,6 +47,9 @@ pub struct HfConfig {
     /// q/k/v projections carry biases (Qwen2, or `attention_bias: true`).
     pub attention_bias: bool,
     pub sliding_window: Option<usize>,
+    /// Per block: the sliding window it attends with, `None` for full causal attention (see
+    /// [`HfConfig::window_of`]).
+    pub layer_windows: Vec<Option<usize>>,
     /// Mixtral: number of experts and experts per token.
     pub num_experts: usize,
     pub experts_per_token: usize,
@@ -81,6 +84,103 @@ struct RawConfig {
     hidden_act: Option<String>,
 }
 
+/// More blocks than any model has; a larger `num_hidden_layers` is a damaged config.
+const MAX_LAYERS: usize = 100_000;
+
+/// The top-level keys of config.json that pare reads (those of `RawConfig`).
+const USED_FIELDS: [&str; 25] = [
+    "quantization_config",
+    "layer_types",
+    "use_sliding_window",
+    "max_window_layers",
+    "architectures",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_parameters",
+    "rope_scaling",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "attention_bias",
+    "sliding_window",
+    "num_local_experts",
+    "num_experts_per_tok",
+    "bos_token_id",
+    "eos_token_id",
+    "hidden_act",
+];
+
+/// The sliding window of each block, as transformers decides it. Llama never slides. Mistral,
+/// Mixtral and Qwen2 use `layer_types` when the config lists them (`sliding_attention` /
+/// `full_attention`); otherwise Mistral and Mixtral slide in every block when `sliding_window`
+/// is set (Mistral's default is 4096 when the key is absent; `null` turns it off), and Qwen2
+/// from block `max_window_layers` (default 28) on. Qwen2 slides only with
+/// `use_sliding_window: true`.
+fn layer_windows(
+    raw: &Value,
+    architecture: &str,
+    window: Option<usize>,
+    layers: usize,
+    path: &Path,
+) -> Result<Vec<Option<usize>>> {
+    let window = match (architecture, raw.get("sliding_window")) {
+        ("MistralForCausalLM", None) => Some(4096),
+        ("Qwen2ForCausalLM", _)
+            if raw.get("use_sliding_window").and_then(Value::as_bool) != Some(true) =>
+        {
+            None
+        }
+        _ => window.filter(|&w| w > 0),
+    };
+    if !matches!(
+        architecture,
+        "MistralForCausalLM" | "MixtralForCausalLM" | "Qwen2ForCausalLM"
+    ) {
+        return Ok(vec![None; layers]);
+    }
+    if let Some(types) = raw.get("layer_types").filter(|v| !v.is_null()) {
+        let types = types
+            .as_array()
+            .filter(|a| a.len() == layers)
+            .ok_or_else(|| {
+                PareError::input(
+                    path,
+                    format!(
+                        "field `layer_types`: expected a list of {layers} strings (one per block)"
+                    ),
+                )
+            })?;
+        return types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t.as_str() {
+                Some("full_attention") => Ok(None),
+                Some("sliding_attention") => Ok(window),
+                _ => Err(PareError::input(
+                    path,
+                    format!("field `layer_types[{i}]`: {t}; expected \"full_attention\" or \"sliding_attention\""),
+                )),
+            })
+            .collect();
+    }
+    Ok(match architecture {
+        "Qwen2ForCausalLM" => {
+            let from = raw
+                .get("max_window_layers")
+                .and_then(Value::as_u64)
+                .unwrap_or(28) as usize;
+            (0..layers).map(|i| window.filter(|_| i >= from)).collect()
+        }
+        _ => vec![window; layers],
+    })
+}
+
 fn first_id(v: &Option<Value>) -> Option<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| x as u32),
@@ -90,6 +190,16 @@ fn first_id(v: &Option<Value>) -> Option<u32> {
 }
 
 impl HfConfig {
+    /// The sliding window block `b` attends with (`None`: full causal attention).
+    pub fn window_of(&self, b: usize) -> Option<usize> {
+        self.layer_windows.get(b).copied().flatten()
+    }
+
+    /// The smallest sliding window of any block, if one slides.
+    pub fn min_window(&self) -> Option<usize> {
+        self.layer_windows.iter().flatten().copied().min()
+    }
+
     /// Reads and checks `dir/config.json`.
     pub fn load(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
@@ -103,8 +213,20 @@ impl HfConfig {
 
     /// Parses config text; `path` is used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let raw: Value = serde_json::from_str(text)
+        // Python's json writes bare NaN/Infinity and transformers reads them: accepted in fields
+        // pare does not use, refused (naming the field) in the ones it does.
+        let raw: Value = crate::json::parse(text)
             .map_err(|e| PareError::input(path, format!("not valid JSON: {e}")))?;
+        for field in USED_FIELDS {
+            if let Some((at, token)) = raw.get(field).and_then(crate::json::non_finite_at) {
+                return Err(PareError::input(
+                    path,
+                    format!(
+                        "field `{field}{at}` is {token}; pare reads this field and needs a finite number"
+                    ),
+                ));
+            }
+        }
         let c: RawConfig = serde_json::from_value(raw.clone())
             .map_err(|e| PareError::input(path, format!("unexpected field type: {e}")))?;
         let need = |v: Option<usize>, field: &str| -> Result<usize> {
@@ -194,12 +316,21 @@ impl HfConfig {
         } else {
             (0, 0)
         };
+        let num_layers = need(c.num_hidden_layers, "num_hidden_layers")?;
+        if num_layers > MAX_LAYERS {
+            return Err(PareError::input(
+                path,
+                format!(
+                    "field `num_hidden_layers`: {num_layers} blocks; expected at most {MAX_LAYERS}"
+                ),
+            ));
+        }
         Ok(HfConfig {
             kind,
             vocab_size: need(c.vocab_size, "vocab_size")?,
             hidden_size,
             intermediate_size: need(c.intermediate_size, "intermediate_size")?,
-            num_layers: need(c.num_hidden_layers, "num_hidden_layers")?,
+            num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -212,6 +343,7 @@ impl HfConfig {
                 .attention_bias
                 .unwrap_or(architecture == "Qwen2ForCausalLM"),
             sliding_window: c.sliding_window,
+            layer_windows: layer_windows(&raw, &architecture, c.sliding_window, num_layers, path)?,
             num_experts,
             experts_per_token,
             bos_token_id: first_id(&c.bos_token_id),
@@ -277,6 +409,85 @@ mod tests {
         assert!(
             err.contains("m/config.json") && err.contains("GPT2LMHeadModel"),
             "{err}"
+        );
+    }
+
+    /// Which blocks slide, as transformers decides it per architecture.
+    #[test]
+    fn sliding_windows_follow_transformers_rules() {
+        let windows = |arch: &str, extra: &str| -> Vec<Option<usize>> {
+            let text = format!(
+                r#"{{"architectures":["{arch}"],"vocab_size":10,"hidden_size":8,
+                "intermediate_size":16,"num_hidden_layers":3,"num_attention_heads":2,
+                "num_local_experts":2,"num_experts_per_tok":1{extra}}}"#
+            );
+            HfConfig::parse(&text, Path::new("config.json"))
+                .unwrap()
+                .layer_windows
+        };
+        let (m, q) = ("MistralForCausalLM", "Qwen2ForCausalLM");
+        assert_eq!(windows(m, r#","sliding_window":64"#), vec![Some(64); 3]);
+        assert_eq!(windows(m, r#","sliding_window":null"#), vec![None; 3]);
+        assert_eq!(
+            windows(m, ""),
+            vec![Some(4096); 3],
+            "MistralConfig's default"
+        );
+        assert_eq!(windows("MixtralForCausalLM", ""), vec![None; 3]);
+        assert_eq!(
+            windows("LlamaForCausalLM", r#","sliding_window":64"#),
+            vec![None; 3]
+        );
+        assert_eq!(windows(q, r#","sliding_window":64"#), vec![None; 3]);
+        assert_eq!(
+            windows(
+                q,
+                r#","sliding_window":64,"use_sliding_window":true,"max_window_layers":1"#
+            ),
+            vec![None, Some(64), Some(64)]
+        );
+        let types = r#","layer_types":["sliding_attention","full_attention","sliding_attention"]"#;
+        assert_eq!(
+            windows(m, &format!(r#","sliding_window":8{types}"#)),
+            vec![Some(8), None, Some(8)]
+        );
+        assert_eq!(
+            windows(q, &format!(r#","sliding_window":8{types}"#)),
+            vec![None; 3]
+        );
+        let bad = r#"{"architectures":["MistralForCausalLM"],"vocab_size":10,"hidden_size":8,
+            "intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,"layer_types":["x"]}"#;
+        let e = HfConfig::parse(bad, Path::new("config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("layer_types"), "{e}");
+    }
+
+    /// A non-finite value in a field pare reads is named; a huge block count is refused.
+    #[test]
+    fn non_finite_and_implausible_fields_are_named() {
+        let base = r#"{"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":8,
+            "intermediate_size":16,"num_attention_heads":2,"#;
+        let e = HfConfig::parse(
+            &format!(r#"{base}"num_hidden_layers":1,"rms_norm_eps":NaN}}"#),
+            Path::new("c.json"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`rms_norm_eps`") && e.contains("NaN"), "{e}");
+        let e = HfConfig::parse(
+            &format!(r#"{base}"num_hidden_layers":4294967296}}"#),
+            Path::new("c.json"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("num_hidden_layers"), "{e}");
+        assert!(
+            HfConfig::parse(
+                &format!(r#"{base}"num_hidden_layers":1,"unused":-Infinity}}"#),
+                Path::new("c.json")
+            )
+            .is_ok()
         );
     }
 }

@@ -59,7 +59,8 @@ pub struct Inspection {
 /// Inspects the checkpoint in `dir`.
 pub fn inspect(dir: &Path) -> Result<Inspection> {
     let cfg = HfConfig::load(dir)?;
-    let store = TensorStore::open(dir)?;
+    let mut store = TensorStore::open(dir)?;
+    store.set_check_finite(false); // counted and shown, not refused
     let qcfg = match cfg.raw.get("quantization_config") {
         Some(v) => crate::checkpoint::QuantizationConfig::from_config(v, &dir.join("config.json"))?,
         None => None,

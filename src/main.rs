@@ -115,6 +115,7 @@ fn run(cli: Cli) -> Result<String> {
             .build_global()
             .map_err(|e| PareError::Usage(format!("--threads {n}: {e}")))?;
     }
+    pare::checkpoint::reader::allow_non_finite(cli.allow_non_finite);
     let progress = Bars {
         bar: std::sync::Mutex::new(None),
         plain: std::sync::Mutex::new(None),

@@ -1,11 +1,12 @@
 //! Bad inputs through the `pare` binary: every broken model or text gives exit code 2, one message
-//! naming the file and field, and writes nothing; NaN/Inf weights are reported, not fatal.
+//! naming the file and field, and writes nothing; NaN/Inf weights are refused unless
+//! `--allow-non-finite`.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{copy_model, model_dir, pare, read_config, text, write_config};
+use common::{assert_fails, copy_model, model_dir, pare, read_config, text, write_config};
 
 /// A scratch copy of stories260k plus a tiny recipe, in a temp dir.
 struct Case {
@@ -66,29 +67,6 @@ fn valid_text() -> String {
         "/calibration/tinystories-valid-head.txt"
     )
     .to_string()
-}
-
-/// Asserts `pare <args>` fails with exit code 2 and one `error:` line containing every needle.
-fn assert_fails(args: &[&str], needles: &[&str]) {
-    let out = pare(args);
-    let (so, se) = text(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "pare {args:?}: expected exit 2\nstdout: {so}\nstderr: {se}"
-    );
-    let err = se
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("pare {args:?}: no `error:` line in stderr: {se}"));
-    eprintln!("pare {}: {err}", args[0]);
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "pare {args:?}: error line lacks {n:?}: {err}"
-        );
-    }
-    assert!(!se.contains("panicked"), "pare {args:?} panicked: {se}");
 }
 
 /// Runs `eval` and `compress` on the case's model; both must fail with the needles, and
@@ -310,8 +288,11 @@ fn poke(dir: &Path, name: &str, k: usize, value: f32) {
     std::fs::write(&p, bytes).expect("write");
 }
 
+/// Kind: damaged weights. A NaN in the input weights is refused by eval and compress (exit 2,
+/// naming the file and the tensor, nothing written); `--allow-non-finite` goes on, warns per
+/// block and says so in the report; inspect counts it.
 #[test]
-fn nan_weight_is_reported() {
+fn non_finite_input_weights_are_refused_unless_allowed() {
     let case = Case::new();
     poke(
         &case.model,
@@ -339,22 +320,50 @@ fn nan_weight_is_reported() {
         .expect("blocks.1.mlp.up listed");
     assert_eq!(up["non_finite"], 1);
 
+    assert_model_rejected(
+        &case,
+        &[
+            "model.safetensors",
+            "model.layers.1.mlp.up_proj.weight",
+            "NaN/Inf",
+            "--allow-non-finite",
+        ],
+    );
+
     let vt = valid_text();
-    let out = pare(&[
-        "eval",
-        "--model",
-        model,
-        "--text",
-        &vt,
-        "--seq-len",
-        "32",
-        "--max-windows",
-        "1",
-    ]);
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            model,
+            "--text",
+            &vt,
+            "--seq-len",
+            "32",
+            "--max-windows",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        pare(&args)
+    };
+    let out = eval(&["--allow-non-finite"]);
     let (_, se) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "eval --allow-non-finite failed: {se}"
+    );
     assert!(
         se.contains("block 1") && se.contains("NaN/Inf"),
         "eval does not warn about the NaN: {se}"
+    );
+    let out = eval(&["--allow-non-finite", "--json", "--quiet"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("eval --json");
+    let notes = v["notes"].to_string();
+    assert!(
+        notes.contains("model.layers.1.mlp.up_proj.weight (1)")
+            && notes.contains("--allow-non-finite"),
+        "the report does not say the weights were damaged: {notes}"
     );
     // The clean model gives no such warning.
     let clean = model_dir("stories260k");

@@ -267,6 +267,7 @@ impl Architecture {
             n_heads: c.num_heads,
             n_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
+            window: c.window_of(block),
         };
         Ok((
             DecoderBlock {

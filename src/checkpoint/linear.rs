@@ -97,6 +97,7 @@ impl TensorStore {
                 format!("tensor `{scale_name}` has dtype {sdt:?}; expected a float"),
             )
         })?;
+        self.check_finite(&scale_name, &scales)?;
         let round = ScaleDtype::from(sdt);
         // [rows, n_groups], [rows, 1] (channel) or [1] / [] (tensor).
         let (srows, ngroups) = match sshape.as_slice() {

@@ -51,6 +51,20 @@ pub struct TensorStore {
     dir: PathBuf,
     shards: Vec<Shard>,
     tensors: BTreeMap<String, Entry>,
+    /// Refuse float tensors holding NaN/Inf (the default, see [`allow_non_finite`]).
+    check_finite: bool,
+    /// Tensors read with NaN/Inf values while allowed: name → count.
+    non_finite: std::sync::Mutex<BTreeMap<String, usize>>,
+}
+
+/// Process-wide default for stores opened from now on: `true` lets NaN/Inf weights through
+/// (recorded, see [`TensorStore::non_finite_tensors`]) instead of refusing the input
+/// (`--allow-non-finite`).
+static ALLOW_NON_FINITE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets the default for stores opened from now on (`--allow-non-finite`).
+pub fn allow_non_finite(allow: bool) {
+    ALLOW_NON_FINITE.store(allow, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl std::fmt::Debug for TensorStore {
@@ -95,7 +109,7 @@ fn check_shard_name(name: &str) -> std::result::Result<(), String> {
 }
 
 /// Header entries of one shard: name → (dtype, shape, absolute start, absolute end).
-type ShardIndex = BTreeMap<String, (Dtype, Vec<usize>, usize, usize)>;
+pub type ShardIndex = BTreeMap<String, (Dtype, Vec<usize>, usize, usize)>;
 
 fn map_shard(path: &Path) -> Result<(Mmap, ShardIndex)> {
     let file = File::open(path).map_err(|e| PareError::input(path, format!("cannot open: {e}")))?;
@@ -114,7 +128,22 @@ fn map_shard(path: &Path) -> Result<(Mmap, ShardIndex)> {
     // file while it is mapped could fault, as with every mmap-based loader.
     let mmap = unsafe { Mmap::map(&file) }
         .map_err(|e| PareError::input(path, format!("cannot map: {e}")))?;
-    let (n, meta) = SafeTensors::read_metadata(&mmap[..]).map_err(|e| {
+    let index = parse_shard_header(&mmap[..], path)?;
+    Ok((mmap, index))
+}
+
+/// Parses a safetensors file's bytes (`bytes` is the whole file) into its header entries,
+/// checking every tensor's byte range against the file and its dtype × shape; errors name
+/// `path`. Used on the mapped file, and by the fuzz harness on arbitrary bytes.
+pub fn parse_shard_header(mmap: &[u8], path: &Path) -> Result<ShardIndex> {
+    let len = mmap.len();
+    if len < 8 {
+        return Err(PareError::input(
+            path,
+            format!("truncated safetensors file ({len} bytes)"),
+        ));
+    }
+    let (n, meta) = SafeTensors::read_metadata(mmap).map_err(|e| {
         let mut field = [0u8; 8];
         field.copy_from_slice(&mmap[..8]);
         let claimed = u64::from_le_bytes(field);
@@ -159,7 +188,34 @@ fn map_shard(path: &Path) -> Result<(Mmap, ShardIndex)> {
             }
         }
     }
-    Ok((mmap, out))
+    Ok(out)
+}
+
+/// Parses a `model.safetensors.index.json` (`text`, read from `index`) into its weight map,
+/// tensor name → shard file name, each name checked to stay inside the checkpoint directory.
+/// Used by [`TensorStore::open`], and by the fuzz harness on arbitrary text.
+pub fn parse_index(text: &str, index: &Path) -> Result<BTreeMap<String, String>> {
+    let json: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| PareError::input(index, format!("malformed JSON: {e}")))?;
+    let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
+        return Err(PareError::input(
+            index,
+            "`weight_map` is missing or not an object",
+        ));
+    };
+    let mut out = BTreeMap::new();
+    for (name, file) in map {
+        let Some(file) = file.as_str() else {
+            return Err(PareError::input(
+                index,
+                format!("weight_map.{name}: expected a file name string"),
+            ));
+        };
+        check_shard_name(file)
+            .map_err(|m| PareError::input(index, format!("weight_map.{name}: {m}")))?;
+        out.insert(name.clone(), file.to_string());
+    }
+    Ok(out)
 }
 
 impl TensorStore {
@@ -174,6 +230,8 @@ impl TensorStore {
             dir: dir.to_path_buf(),
             shards: Vec::new(),
             tensors: BTreeMap::new(),
+            check_finite: !ALLOW_NON_FINITE.load(std::sync::atomic::Ordering::Relaxed),
+            non_finite: Default::default(),
         };
         if single.is_file() {
             let (mmap, tensors) = map_shard(&single)?;
@@ -200,29 +258,11 @@ impl TensorStore {
         }
         let text = std::fs::read_to_string(&index)
             .map_err(|e| PareError::input(&index, format!("cannot read: {e}")))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| PareError::input(&index, format!("malformed JSON: {e}")))?;
-        let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
-            return Err(PareError::input(
-                &index,
-                "`weight_map` is missing or not an object",
-            ));
-        };
+        let map = parse_index(&text, &index)?;
         let mut shard_ids: HashMap<String, usize> = HashMap::new();
         let mut shard_tensors = Vec::new();
         // Sorted by file name so shard numbering is deterministic.
-        let mut files: Vec<&str> = Vec::new();
-        for (name, file) in map {
-            let Some(file) = file.as_str() else {
-                return Err(PareError::input(
-                    &index,
-                    format!("weight_map.{name}: expected a file name string"),
-                ));
-            };
-            check_shard_name(file)
-                .map_err(|m| PareError::input(&index, format!("weight_map.{name}: {m}")))?;
-            files.push(file);
-        }
+        let mut files: Vec<&str> = map.values().map(String::as_str).collect();
         files.sort_unstable();
         files.dedup();
         for file in files {
@@ -238,9 +278,12 @@ impl TensorStore {
             store.shards.push(Shard { path, mmap });
             shard_tensors.push(tensors);
         }
-        for (name, file) in map {
-            let file = file.as_str().unwrap_or_default();
-            let id = shard_ids[file];
+        for (name, file) in &map {
+            let Some(&id) = shard_ids.get(file.as_str()) else {
+                return Err(PareError::Internal(format!(
+                    "shard `{file}` was not opened"
+                )));
+            };
             let Some((dtype, shape, start, end)) = shard_tensors[id].remove(name) else {
                 return Err(PareError::input(
                     &store.shards[id].path,
@@ -344,7 +387,45 @@ impl TensorStore {
             )
         })?;
         self.release(name);
+        self.check_finite(name, &data)?;
         Ok((shape, data))
+    }
+
+    /// Reads NaN/Inf as damage: an error naming the file and the tensor, or, when allowed, a
+    /// record for the report.
+    pub fn check_finite(&self, name: &str, data: &[f32]) -> Result<()> {
+        let bad = data.iter().filter(|v| !v.is_finite()).count();
+        if bad == 0 {
+            return Ok(());
+        }
+        if self.check_finite {
+            let first = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(PareError::input(
+                self.file_of(name),
+                format!(
+                    "tensor `{name}` holds {bad} NaN/Inf value(s) (first at element {first}): the \
+                     weights are damaged; pass --allow-non-finite to go on anyway"
+                ),
+            ));
+        }
+        if let Ok(mut m) = self.non_finite.lock() {
+            m.insert(name.to_string(), bad);
+        }
+        Ok(())
+    }
+
+    /// Whether NaN/Inf weights are refused (see [`allow_non_finite`]); `inspect` turns it off
+    /// to count them.
+    pub fn set_check_finite(&mut self, check: bool) {
+        self.check_finite = check;
+    }
+
+    /// Tensors read so far that held NaN/Inf (only when allowed), with their counts.
+    pub fn non_finite_tensors(&self) -> Vec<(String, usize)> {
+        self.non_finite
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
     }
 
     /// `name` converted to i64 (from any integer dtype: I8–I64, U8–U32).

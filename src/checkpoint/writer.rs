@@ -558,7 +558,8 @@ impl CheckpointWriter {
                 &mut self.budget,
             )?;
         }
-        let cfg = serde_json::to_string_pretty(config_json).unwrap_or_default() + "\n";
+        // Bare NaN/Infinity of the input config (fields pare does not use) are written back.
+        let cfg = crate::json::to_string_pretty(config_json) + "\n";
         write_file(
             &self.tmp.join("config.json"),
             cfg.as_bytes(),

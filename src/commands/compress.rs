@@ -56,10 +56,16 @@ pub fn run_with(
     for n in &plan.notes {
         progress.warn(n);
     }
+    let context = super::context_note(runner.cfg(), "calibration", plan.calibration.seq_len);
+    if let Some(n) = &context {
+        progress.warn(n);
+    }
     let allocation = crate::pipeline::allocate(runner, plan, progress)?;
     let outcome = compress(runner, plan, &allocation, recipe_text, out, force, progress)?;
     let mut report = outcome.report;
     report.notes.extend(plan.notes.iter().cloned());
+    report.notes.extend(super::non_finite_note(runner));
+    report.notes.extend(context);
     let calibration = report.provenance.calibration.take();
     let recipe = report.provenance.recipe.take();
     report.provenance = super::provenance(

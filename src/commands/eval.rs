@@ -38,22 +38,14 @@ pub fn evaluate_into(
     tasks: &[PathBuf],
     progress: &dyn Progress,
 ) -> Result<()> {
+    if let Some(b) = base.as_deref() {
+        check_same_tokenizer(model, b)?;
+    }
     if let Some(text) = text {
         let seq = seq_len.unwrap_or_else(|| default_seq_len(model));
-        if seq > model.cfg().max_position_embeddings {
-            progress.warn(&format!(
-                "seq-len {seq} exceeds max_position_embeddings {}",
-                model.cfg().max_position_embeddings
-            ));
-        }
-        if let Some(w) = model.cfg().sliding_window {
-            if seq > w {
-                progress.warn(&format!(
-                    "config.json sliding_window {w} is ignored: windows of {seq} tokens attend over their whole \
-                     context, unlike the model, so results differ from a sliding-window implementation"
-                ));
-            }
-            // With seq ≤ w the window never binds, so ignoring it is exact.
+        if let Some(n) = super::context_note(model.cfg(), "evaluation", seq) {
+            progress.warn(&n);
+            report.notes.push(n);
         }
         let windows = text_windows(model, text, seq, max_windows)?;
         let scores = score(model, base.as_deref(), &windows, progress)?;
@@ -81,6 +73,21 @@ pub fn evaluate_into(
         report.lm_eval_results = lm_eval_results(&report.tasks);
     }
     Ok(())
+}
+
+/// A comparison (KLD, agreement, the base column) needs one token stream for both models:
+/// refuses two models whose tokenizers split text differently (exit 2).
+pub fn check_same_tokenizer(model: &ModelRunner, base: &ModelRunner) -> Result<()> {
+    match model.tokenizer.difference(&base.tokenizer)? {
+        None => Ok(()),
+        Some(what) => Err(PareError::input(
+            base.tokenizer.path(),
+            format!(
+                "cannot compare the two models: their tokenizers differ ({what}), so one text \
+                 gives each model different tokens and neither KLD nor perplexity is comparable"
+            ),
+        )),
+    }
 }
 
 /// Runs `pare eval`.
@@ -116,6 +123,10 @@ pub fn run(req: &EvalRequest, device: &Device, progress: &dyn Progress) -> Resul
         &req.tasks,
         progress,
     )?;
+    report.notes.extend(super::non_finite_note(&model));
+    if let Some(b) = &base {
+        report.notes.extend(super::non_finite_note(b));
+    }
     report.totals.params = model.parameter_count();
     report.totals.seconds = t0.elapsed().as_secs_f64();
     Ok(report)

@@ -7,6 +7,35 @@ pub mod eval;
 
 use crate::report::Provenance;
 
+/// The warning (and report note) for windows longer than the model's context, the same for
+/// calibration and evaluation: `what` says which (`calibration`, `evaluation`).
+pub fn context_note(cfg: &crate::config::HfConfig, what: &str, seq: usize) -> Option<String> {
+    let n = cfg.max_position_embeddings;
+    (seq > n).then(|| {
+        format!(
+            "{what} windows of {seq} tokens exceed config.json max_position_embeddings {n}: \
+             positions past {n} are outside the context the model was trained for"
+        )
+    })
+}
+
+/// The report's remark on NaN/Inf input weights let through by `--allow-non-finite`: which
+/// tensors of `runner`'s checkpoint and how many values.
+pub fn non_finite_note(runner: &crate::pipeline::ModelRunner) -> Option<String> {
+    let bad = runner.store.non_finite_tensors();
+    if bad.is_empty() {
+        return None;
+    }
+    let total: usize = bad.iter().map(|(_, n)| n).sum();
+    let list: Vec<String> = bad.iter().map(|(t, n)| format!("{t} ({n})")).collect();
+    Some(format!(
+        "{}: the input weights hold {total} NaN/Inf value(s), let through by --allow-non-finite; \
+         every figure computed from them is suspect: {}",
+        runner.dir.display(),
+        list.join(", ")
+    ))
+}
+
 /// Provenance with the tool, version, date and machine filled in.
 pub fn provenance(model: &str, base: Option<&str>) -> Provenance {
     Provenance {

@@ -54,6 +54,11 @@ pub fn text_windows(
             "--seq-len {seq_len}: must be at least 2"
         )));
     }
+    if max_windows == Some(0) {
+        return Err(PareError::Usage(
+            "--max-windows 0: must be at least 1 (leave it out to score every window)".into(),
+        ));
+    }
     let text = std::fs::read_to_string(text_path)
         .map_err(|e| PareError::input(text_path, format!("cannot read text: {e}")))?;
     let ids = runner.tokenizer.encode_document(&text, true)?;

@@ -27,6 +27,9 @@ pub struct Heads {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// Sliding window `w` (Mistral-style): the query at position `i` sees keys `i − w < j ≤ i`.
+    /// `None`: every earlier key.
+    pub window: Option<usize>,
 }
 
 /// Rotates `x` (one head's `hd` values at position `pos`) into `out`:
@@ -51,6 +54,7 @@ struct OneHead<'a> {
     scale: f32,
     cos: &'a [f32],
     sin: &'a [f32],
+    window: Option<usize>,
 }
 
 /// Query rows per tile.
@@ -58,12 +62,17 @@ const QT: usize = 64;
 
 multiversion! {
     /// Softmax of each of the `rows` score rows of a tile (`[rows, n]`, row `r` for the query at
-    /// position `i0 + r`), over its own keys `0..=i0 + r`; the tile's later keys get weight 0.
-    fn softmax_rows(sc: &mut [f32], rows: usize, n: usize, i0: usize) {
+    /// position `i0 + r`, column `c` for the key at `k0 + c`), over its own keys `lo..=i0 + r`
+    /// (`lo` = 0, or the first key inside the sliding window `w`); the tile's other keys get
+    /// weight 0.
+    fn softmax_rows(sc: &mut [f32], rows: usize, n: usize, i0: usize, k0: usize, w: usize) {
         for r in 0..rows {
-            let len = i0 + r + 1;
+            let p = i0 + r;
+            let (lo, hi) = ((p + 1).saturating_sub(w).max(k0) - k0, p + 1 - k0);
             let row = &mut sc[r * n..(r + 1) * n];
-            let (keep, masked) = row.split_at_mut(len);
+            let (head, rest) = row.split_at_mut(lo);
+            let (keep, masked) = rest.split_at_mut(hi - lo);
+            head.fill(0.0);
             let m = max(keep);
             let inv = 1.0 / exp_shifted_sum(keep, m);
             keep.iter_mut().for_each(|x| *x *= inv);
@@ -88,30 +97,34 @@ multiversion! {
 
 /// One (sequence, query head): `o` (`[s, hd]`) ← softmax(q·Kᵀ·scale, causal)·V, with `k` the
 /// roped keys and `v` the values (`[s, hd]` each) of its KV head. Tiles of [`QT`] queries: the
-/// scores against keys `0..` the tile's last position and the weighted values are two faer
-/// GEMMs (single-threaded here; heads run in parallel), the softmax is [`softmax_rows`].
+/// scores against the keys the tile can see (from the first key inside its first query's
+/// window to its last position) and the weighted values are two faer GEMMs (single-threaded
+/// here; heads run in parallel), the softmax is [`softmax_rows`].
 fn attend_head(h: &OneHead<'_>, k: &[f32], v: &[f32], o: &mut [f32]) {
     let (s, hd) = (h.s, h.hd);
+    let w = h.window.unwrap_or(usize::MAX).max(1);
     let mut q = vec![0f32; QT * hd];
     let mut sc = vec![0f32; QT * s];
     for i0 in (0..s).step_by(QT) {
         let rows = QT.min(s - i0);
-        let n = i0 + rows;
+        let end = i0 + rows;
+        let k0 = (i0 + 1).saturating_sub(w);
+        let n = end - k0;
         rope_queries(h, i0, rows, &mut q);
         matmul(
             MatMut::from_row_major_slice_mut(&mut sc[..rows * n], rows, n),
             Accum::Replace,
             MatRef::from_row_major_slice(&q[..rows * hd], rows, hd),
-            MatRef::from_row_major_slice(&k[..n * hd], n, hd).transpose(),
+            MatRef::from_row_major_slice(&k[k0 * hd..end * hd], n, hd).transpose(),
             1.0f32,
             Par::Seq,
         );
-        softmax_rows(&mut sc[..rows * n], rows, n, i0);
+        softmax_rows(&mut sc[..rows * n], rows, n, i0, k0, w);
         matmul(
             MatMut::from_row_major_slice_mut(&mut o[i0 * hd..(i0 + rows) * hd], rows, hd),
             Accum::Replace,
             MatRef::from_row_major_slice(&sc[..rows * n], rows, n),
-            MatRef::from_row_major_slice(&v[..n * hd], n, hd),
+            MatRef::from_row_major_slice(&v[k0 * hd..end * hd], n, hd),
             1.0f32,
             Par::Seq,
         );
@@ -126,6 +139,7 @@ pub fn causal_attention(qkv: &[f32], h: Heads, cos: &[f32], sin: &[f32]) -> Vec<
         n_heads: nh,
         n_kv_heads: nkv,
         head_dim: hd,
+        window,
     } = h;
     let width = (nh + 2 * nkv) * hd;
     let mut out = vec![0f32; b * s * nh * hd];
@@ -172,6 +186,7 @@ pub fn causal_attention(qkv: &[f32], h: Heads, cos: &[f32], sin: &[f32]) -> Vec<
                 scale,
                 cos,
                 sin,
+                window,
             };
             attend_head(
                 &one,
@@ -220,9 +235,11 @@ mod tests {
             n_heads: nh,
             n_kv_heads: nkv,
             head_dim: hd,
+            window,
         } = h;
         let width = (nh + 2 * nkv) * hd;
         let half = hd / 2;
+        let first = |i: usize| window.map_or(0, |w| (i + 1).saturating_sub(w));
         let roped = |bi: usize, p: usize, col: usize| -> Vec<f64> {
             let x = &qkv[(bi * s + p) * width + col..(bi * s + p) * width + col + hd];
             (0..hd)
@@ -242,7 +259,8 @@ mod tests {
                 let g = hh / (nh / nkv);
                 for i in 0..s {
                     let q = roped(bi, i, hh * hd);
-                    let sc: Vec<f64> = (0..=i)
+                    let j0 = first(i);
+                    let sc: Vec<f64> = (j0..=i)
                         .map(|j| {
                             let k = roped(bi, j, (nh + g) * hd);
                             q.iter().zip(&k).map(|(a, c)| a * c).sum::<f64>() / (hd as f64).sqrt()
@@ -251,7 +269,7 @@ mod tests {
                     let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                     let e: Vec<f64> = sc.iter().map(|x| (x - m).exp()).collect();
                     let l: f64 = e.iter().sum();
-                    for (j, ej) in e.iter().enumerate() {
+                    for (j, ej) in (j0..).zip(&e) {
                         let v = &qkv[(bi * s + j) * width + (nh + nkv + g) * hd..];
                         for d in 0..hd {
                             out[(bi * s + i) * nh * hd + hh * hd + d] += ej / l * v[d] as f64;
@@ -264,13 +282,17 @@ mod tests {
     }
 
     #[test]
-    fn matches_the_reference_for_gqa_and_odd_lengths() {
-        for (b, s, nh, nkv, hd) in [
-            (2, 13, 4, 2, 8),
-            (1, 70, 2, 2, 16),
-            (3, 5, 6, 1, 4),
-            (1, 37, 2, 1, 32),
-            (2, 21, 4, 4, 64),
+    fn matches_the_reference_for_gqa_odd_lengths_and_sliding_windows() {
+        for (b, s, nh, nkv, hd, window) in [
+            (2, 13, 4, 2, 8, None),
+            (1, 70, 2, 2, 16, None),
+            (3, 5, 6, 1, 4, None),
+            (1, 37, 2, 1, 32, None),
+            (2, 21, 4, 4, 64, None),
+            (1, 150, 2, 1, 8, Some(64)),
+            (2, 70, 4, 2, 8, Some(5)),
+            (1, 130, 2, 2, 4, Some(1)),
+            (1, 20, 2, 2, 4, Some(64)),
         ] {
             let h = Heads {
                 b,
@@ -278,6 +300,7 @@ mod tests {
                 n_heads: nh,
                 n_kv_heads: nkv,
                 head_dim: hd,
+                window,
             };
             let qkv = pseudo(b * s * (nh + 2 * nkv) * hd, (b * 31 + s) as u64);
             let ang: Vec<f32> = (0..s * hd)

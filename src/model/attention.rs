@@ -18,19 +18,29 @@ pub struct Attention {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// Sliding window (keys `i − w < j ≤ i` for query `i`), `None` for full causal attention.
+    pub window: Option<usize>,
 }
 
 /// Query rows per chunk of the causal attention below.
 const ATTN_CHUNK: usize = 64;
 
-/// Causal scaled-dot-product attention, `[b, h, s, d]` each → `[b, h, s, d]`.
+/// Causal scaled-dot-product attention, `[b, h, s, d]` each → `[b, h, s, d]`, with an optional
+/// sliding window `w` (query `i` sees keys `i − w < j ≤ i`).
 ///
-/// Short sequences use burn's fused kernel. Longer ones are cut into chunks of query rows, and
-/// each chunk attends only to the keys up to its last row: the upper triangle of the score
-/// matrix (about half the work) is never computed, which burn's kernel does not skip.
-pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+/// Short sequences use burn's fused kernel (when the window cannot bind). Longer ones are cut
+/// into chunks of query rows, and each chunk attends only to the keys up to its last row: the
+/// upper triangle of the score matrix (about half the work) is never computed, which burn's
+/// kernel does not skip.
+pub fn causal_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    window: Option<usize>,
+) -> Tensor<4> {
     let [b, h, s, d] = q.dims();
-    if s <= ATTN_CHUNK {
+    let w = window.unwrap_or(usize::MAX).max(1);
+    if s <= ATTN_CHUNK && s <= w {
         let opts = AttentionModuleOptions {
             scale: None,
             softcap: None,
@@ -48,9 +58,10 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         let kc = k.clone().slice([0..b, 0..h, 0..c1, 0..d]);
         let vc = v.clone().slice([0..b, 0..h, 0..c1, 0..d]);
         let scores = qc.matmul(kc.swap_dims(2, 3)).mul_scalar(scale);
-        // Key j is hidden from query row c0+i when j > c0+i (only inside the diagonal block).
+        // Key j is hidden from query row c0+i when j > c0+i (only inside the diagonal block),
+        // or when it is outside the window (j + w ≤ c0+i).
         let mask: Vec<bool> = (0..rows)
-            .flat_map(|i| (0..c1).map(move |j| j > c0 + i))
+            .flat_map(|i| (0..c1).map(move |j| j > c0 + i || j.saturating_add(w) <= c0 + i))
             .collect();
         let mask = Tensor::<2, Bool>::from_data(TensorData::new(mask, [rows, c1]), &device)
             .reshape([1, 1, rows, c1])
@@ -76,6 +87,7 @@ impl Attention {
                 n_heads: nh,
                 n_kv_heads: nkv,
                 head_dim: hd,
+                window: self.window,
             };
             let out = crate::kernels::attention::causal_attention(&to_host(qkv)?, heads, cos, sin);
             return Ok(from_host(out, [b * s, nh * hd], &device));
@@ -101,7 +113,7 @@ impl Attention {
         } else {
             (k, v)
         };
-        Ok(causal_attention(q, k, v)
+        Ok(causal_attention(q, k, v, self.window)
             .swap_dims(1, 2)
             .reshape([b * s, nh * hd]))
     }
@@ -112,5 +124,65 @@ impl Attention {
             self.n_heads * self.head_dim,
             self.n_kv_heads * self.head_dim,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The burn path (used off the host) with and without a sliding window against a direct
+    /// softmax over the keys each query may see: short sequences (burn's fused kernel or, when
+    /// the window binds, the chunked path) and long ones (chunks of 64 queries).
+    #[test]
+    fn burn_path_masks_causally_and_by_window() {
+        let device = burn::tensor::Device::flex();
+        let (b, h, d) = (1, 2, 4);
+        for (s, window) in [
+            (40, None),
+            (40, Some(5)),
+            (100, None),
+            (100, Some(64)),
+            (100, Some(7)),
+            (30, Some(64)),
+        ] {
+            let n = b * h * s * d;
+            let fill = |seed: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|i| (((i * 37 + seed * 11) % 29) as f32 - 14.0) / 9.0)
+                    .collect()
+            };
+            let (qv, kv, vv) = (fill(1), fill(2), fill(3));
+            let t = |v: &Vec<f32>| {
+                Tensor::<4>::from_data(TensorData::new(v.clone(), [b, h, s, d]), &device)
+            };
+            let got =
+                to_host(causal_attention(t(&qv), t(&kv), t(&vv), window).reshape([b * h * s, d]))
+                    .unwrap();
+            for hh in 0..h {
+                for i in 0..s {
+                    let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
+                    let at = |x: &Vec<f32>, j: usize, c: usize| x[(hh * s + j) * d + c] as f64;
+                    let sc: Vec<f64> = (lo..=i)
+                        .map(|j| {
+                            (0..d).map(|c| at(&qv, i, c) * at(&kv, j, c)).sum::<f64>()
+                                / (d as f64).sqrt()
+                        })
+                        .collect();
+                    let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = sc.iter().map(|x| (x - m).exp()).collect();
+                    let l: f64 = e.iter().sum();
+                    for c in 0..d {
+                        let want: f64 =
+                            (lo..=i).zip(&e).map(|(j, ej)| ej / l * at(&vv, j, c)).sum();
+                        let g = got[(hh * s + i) * d + c] as f64;
+                        assert!(
+                            (g - want).abs() < 1e-5,
+                            "s {s} window {window:?} head {hh} query {i}: {g} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

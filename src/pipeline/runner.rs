@@ -37,9 +37,10 @@ impl ModelRunner {
             Some(v) => QuantizationConfig::from_config(v, &dir.join("config.json"))?,
             None => None,
         };
-        let tokenizer = TextTokenizer::load(dir)?;
+        let mut tokenizer = TextTokenizer::load(dir)?;
         let arch = Architecture::new(cfg);
         let ends = arch.load_ends(&store, device)?;
+        tokenizer.set_model_vocab(ends.vocab, arch.cfg.vocab_size, &dir.join("config.json"));
         Ok(Self {
             dir: dir.to_path_buf(),
             arch,

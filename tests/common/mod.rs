@@ -113,3 +113,26 @@ pub fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Asserts `pare <args>` fails with exit code 2 and one `error:` line containing every needle.
+pub fn assert_fails(args: &[&str], needles: &[&str]) {
+    let out = pare(args);
+    let (so, se) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "pare {args:?}: expected exit 2\nstdout: {so}\nstderr: {se}"
+    );
+    let err = se
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("pare {args:?}: no `error:` line in stderr: {se}"));
+    eprintln!("pare {}: {err}", args[0]);
+    for n in needles {
+        assert!(
+            err.contains(n),
+            "pare {args:?}: error line lacks {n:?}: {err}"
+        );
+    }
+    assert!(!se.contains("panicked"), "pare {args:?} panicked: {se}");
+}
