@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{pare, text};
+use common::{compress, text, write_recipe};
 
 fn safetensors_bytes(dir: &Path) -> Vec<u8> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
@@ -27,37 +27,16 @@ fn outputs_are_identical_across_thread_counts_and_runs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = root.join("models/stories260k");
-    let calib = root.join("calibration/tinystories-train-head.txt");
     for (name, step, export) in [
         ("wanda", "wanda: { sparsity: 0.5 }", "dense"),
         ("sparsegpt", "sparsegpt: { sparsity: 0.5 }", "dense"),
         ("gptq", "gptq: { format: int4-ch-sym }", "pack-quantized"),
     ] {
-        let recipe = tmp.path().join(format!("{name}.yaml"));
-        std::fs::write(
-            &recipe,
-            format!(
-                "calibration: {{ text: {}, samples: 8, seq_len: 128, seed: 0 }}\n\
-                 steps:\n  - {step}\nexport: {{ format: {export} }}\n",
-                calib.display()
-            ),
-        )
-        .expect("write recipe");
+        let recipe = write_recipe(tmp.path(), name, 8, 128, step, export);
         let mut outs = Vec::new();
         for (run, threads) in [(0, "1"), (1, "2"), (2, "2")] {
             let out = tmp.path().join(format!("{name}-{run}"));
-            let o = pare(&[
-                "--quiet",
-                "--threads",
-                threads,
-                "compress",
-                "--model",
-                model.to_str().expect("utf-8"),
-                "--recipe",
-                recipe.to_str().expect("utf-8"),
-                "--out",
-                out.to_str().expect("utf-8"),
-            ]);
+            let o = compress(&["--quiet", "--threads", threads], &model, &recipe, &out);
             assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o).1);
             outs.push(safetensors_bytes(&out));
         }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use pare::pipeline::ModelRunner;
 
 use common::{
-    assert_fails, copy_model, cpu, model_dir, pare, read_config, read_tensor, text, write_config,
+    assert_fails, compress, copy_model, cpu, model_dir, pare, read_config, read_tensor, text,
+    write_config, write_recipe,
 };
 
 fn crate_file(rel: &str) -> String {
@@ -150,27 +151,17 @@ fn sliding_window_attention_matches_transformers() {
 #[test]
 fn windows_beyond_the_context_warn_the_same_in_compress_and_eval() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let recipe = tmp.path().join("r.yaml");
-    std::fs::write(
-        &recipe,
-        format!(
-            "calibration: {{ text: {}, samples: 1, seq_len: 600, seed: 0 }}\n\
-             steps:\n  - magnitude: {{ sparsity: 0.5 }}\nexport: {{ format: dense }}\n",
-            crate_file("calibration/tinystories-train-head.txt")
-        ),
-    )
-    .expect("write recipe");
+    let recipe = write_recipe(
+        tmp.path(),
+        "r",
+        1,
+        600,
+        "magnitude: { sparsity: 0.5 }",
+        "dense",
+    );
     let model = crate_file("models/stories260k");
     let out = tmp.path().join("out");
-    let o = pare(&[
-        "compress",
-        "--model",
-        &model,
-        "--recipe",
-        recipe.to_str().expect("utf-8"),
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
+    let o = compress(&[], Path::new(&model), &recipe, &out);
     let (_, se) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{se}");
     let want = "calibration windows of 600 tokens exceed config.json max_position_embeddings 512";
@@ -217,26 +208,16 @@ fn python_json_non_finite_tokens_in_config() {
     let ms = m.to_str().expect("utf-8");
     let o = pare(&eval_args(ms, &vt, &[]));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-    let recipe = tmp.path().join("r.yaml");
-    std::fs::write(
-        &recipe,
-        format!(
-            "calibration: {{ text: {}, samples: 1, seq_len: 16, seed: 0 }}\n\
-             steps:\n  - magnitude: {{ sparsity: 0.5 }}\nexport: {{ format: dense }}\n",
-            crate_file("calibration/tinystories-train-head.txt")
-        ),
-    )
-    .expect("write recipe");
+    let recipe = write_recipe(
+        tmp.path(),
+        "r",
+        1,
+        16,
+        "magnitude: { sparsity: 0.5 }",
+        "dense",
+    );
     let out = tmp.path().join("out");
-    let o = pare(&[
-        "compress",
-        "--model",
-        ms,
-        "--recipe",
-        recipe.to_str().expect("utf-8"),
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
+    let o = compress(&[], &m, &recipe, &out);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     let written = std::fs::read_to_string(out.join("config.json")).expect("output config");
     assert!(
@@ -313,27 +294,17 @@ fn zero_max_windows_names_the_flag() {
 #[test]
 fn warnings_name_their_layer_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let recipe = tmp.path().join("r.yaml");
-    std::fs::write(
-        &recipe,
-        format!(
-            "calibration: {{ text: {}, samples: 1, seq_len: 6, seed: 0 }}\n\
-             steps:\n  - gptq: {{ format: int4-ch-sym }}\nexport: {{ format: dense }}\n",
-            crate_file("calibration/tinystories-train-head.txt")
-        ),
-    )
-    .expect("write recipe");
+    let recipe = write_recipe(
+        tmp.path(),
+        "r",
+        1,
+        6,
+        "gptq: { format: int4-ch-sym }",
+        "dense",
+    );
     let out = tmp.path().join("out");
     let model = model_dir("tiny-mixtral");
-    let o = pare(&[
-        "compress",
-        "--model",
-        model.to_str().expect("utf-8"),
-        "--recipe",
-        recipe.to_str().expect("utf-8"),
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
+    let o = compress(&[], &model, &recipe, &out);
     let (_, se) = text(&o);
     let dead: Vec<&str> = se
         .lines()

@@ -136,3 +136,40 @@ pub fn assert_fails(args: &[&str], needles: &[&str]) {
     }
     assert!(!se.contains("panicked"), "pare {args:?} panicked: {se}");
 }
+
+/// Writes a one-step recipe `dir/name.yaml` calibrating on the shipped training text with
+/// `samples` × `seq_len` tokens (seed 0), exporting `export`; returns its path.
+pub fn write_recipe(
+    dir: &Path,
+    name: &str,
+    samples: usize,
+    seq_len: usize,
+    step: &str,
+    export: &str,
+) -> PathBuf {
+    let calib =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/tinystories-train-head.txt");
+    let p = dir.join(format!("{name}.yaml"));
+    let y = format!(
+        "calibration: {{ text: {}, samples: {samples}, seq_len: {seq_len}, seed: 0 }}\n\
+         steps:\n  - {step}\nexport: {{ format: {export} }}\n",
+        calib.display()
+    );
+    std::fs::write(&p, y).expect("write recipe");
+    p
+}
+
+/// Runs `pare [global...] compress --model model --recipe recipe --out out`.
+pub fn compress(global: &[&str], model: &Path, recipe: &Path, out: &Path) -> Output {
+    let mut args: Vec<&str> = global.to_vec();
+    args.extend([
+        "compress",
+        "--model",
+        model.to_str().expect("utf-8 path"),
+        "--recipe",
+        recipe.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    pare(&args)
+}
