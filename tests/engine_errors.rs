@@ -6,7 +6,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_fails, copy_model, model_dir, pare, read_config, text, write_config};
+use common::{
+    assert_fails, copy_model, eval_args, model_dir, pare, read_config, text, write_config,
+};
 
 /// A scratch copy of stories260k plus a tiny recipe, in a temp dir.
 struct Case {
@@ -76,20 +78,7 @@ fn assert_model_rejected(case: &Case, needles: &[&str]) {
     let model = case.model.to_str().expect("utf-8 path");
     let before = listing(&case.model);
     let vt = valid_text();
-    assert_fails(
-        &[
-            "eval",
-            "--model",
-            model,
-            "--text",
-            &vt,
-            "--seq-len",
-            "32",
-            "--max-windows",
-            "1",
-        ],
-        needles,
-    );
+    assert_fails(&eval_args(model, &vt, &[]), needles);
     let recipe = case.recipe();
     let outs = case.path("outs");
     std::fs::create_dir(&outs).expect("mkdir outs");
@@ -331,21 +320,7 @@ fn non_finite_input_weights_are_refused_unless_allowed() {
     );
 
     let vt = valid_text();
-    let eval = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "--model",
-            model,
-            "--text",
-            &vt,
-            "--seq-len",
-            "32",
-            "--max-windows",
-            "1",
-        ];
-        args.extend_from_slice(extra);
-        pare(&args)
-    };
+    let eval = |extra: &[&str]| pare(&eval_args(model, &vt, extra));
     let out = eval(&["--allow-non-finite"]);
     let (_, se) = text(&out);
     assert_eq!(

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use pare::pipeline::ModelRunner;
 
 use common::{
-    assert_fails, compress, copy_model, cpu, model_dir, pare, read_config, read_tensor, text,
-    write_config, write_recipe,
+    assert_fails, compress, copy_model, cpu, eval_args, model_dir, pare, read_config, read_tensor,
+    text, write_config, write_recipe,
 };
 
 fn crate_file(rel: &str) -> String {
@@ -28,22 +28,6 @@ fn stories_copy(tmp: &Path) -> PathBuf {
     let m = tmp.join("model");
     copy_model(Path::new(&crate_file("models/stories260k")), &m);
     m
-}
-
-fn eval_args<'a>(model: &'a str, text: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "eval",
-        "--model",
-        model,
-        "--text",
-        text,
-        "--seq-len",
-        "32",
-        "--max-windows",
-        "1",
-    ];
-    a.extend_from_slice(extra);
-    a
 }
 
 /// Case 1. Two models with 4,096-token vocabularies but different tokenizers: a comparison is

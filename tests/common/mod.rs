@@ -173,3 +173,20 @@ pub fn compress(global: &[&str], model: &Path, recipe: &Path, out: &Path) -> Out
     ]);
     pare(&args)
 }
+
+/// `eval --model model --text text --seq-len 32 --max-windows 1` plus `extra`.
+pub fn eval_args<'a>(model: &'a str, text: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "eval",
+        "--model",
+        model,
+        "--text",
+        text,
+        "--seq-len",
+        "32",
+        "--max-windows",
+        "1",
+    ];
+    a.extend_from_slice(extra);
+    a
+}
