@@ -29,6 +29,7 @@ impl From<safetensors::Dtype> for ScaleDtype {
 
 impl ScaleDtype {
     /// Rounds `x` to this dtype (round to nearest, ties to even) and back to f32.
+    #[inline]
     pub fn round(self, x: f32) -> f32 {
         match self {
             ScaleDtype::F32 => x,
@@ -96,6 +97,7 @@ pub fn minmax_params(values: &[f32], scheme: &QuantScheme, dt: ScaleDtype) -> Gr
 
 /// Quantises one value: `round_half_even(clamp(w/scale + zp, qmin, qmax))`, with `w/scale` and
 /// the addition rounded to `dt` (clamp before rounding, as compressed-tensors does).
+#[inline]
 pub fn quantize_value(w: f32, p: GroupParams, scheme: &QuantScheme, dt: ScaleDtype) -> i32 {
     let mut s = dt.round(w / p.scale);
     if p.zero_point != 0 {
@@ -110,6 +112,7 @@ pub fn quantize_value(w: f32, p: GroupParams, scheme: &QuantScheme, dt: ScaleDty
 
 /// Dequantises one integer: `(q − zp) · scale` in f32 (round the result to the model dtype with
 /// [`ScaleDtype::round`] to get what compressed-tensors' fake-quant forward produces).
+#[inline]
 pub fn dequantize_value(q: i32, p: GroupParams) -> f32 {
     (q - p.zero_point) as f32 * p.scale
 }

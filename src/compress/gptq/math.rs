@@ -61,30 +61,52 @@ pub fn gptq_sweep(
             .zip(grid.params.par_chunks(grid.n_groups.max(1)))
             .with_min_len(4)
             .for_each(|((((row, er), qr), fr), pr)| {
-                let w1 = &mut row[a..b];
-                for jj in 0..bw {
-                    let p = a + jj;
-                    let gp = pr[group_of[p]];
-                    let (q, deq, err) = if fr[p] {
-                        (quantize_value(0.0, gp, grid.scheme, grid.dt), 0.0, 0.0)
-                    } else {
-                        let wv = w1[jj];
-                        let q = quantize_value(wv, gp, grid.scheme, grid.dt);
-                        let deq = grid.dt.round(dequantize_value(q, gp));
-                        (q, deq, (wv - deq) / u[p * d + p])
-                    };
-                    w1[jj] = deq;
-                    qr[orig_col[p]] = q as i8;
-                    er[jj] = err;
-                    if err != 0.0 {
-                        let urow = &u[p * d + p + 1..p * d + b];
-                        for (wk, uk) in w1[jj + 1..].iter_mut().zip(urow) {
-                            *wk -= err * uk;
-                        }
-                    }
-                }
+                sweep_row(&mut row[a..b], er, qr, fr, pr, u, d, a, orig_col, group_of, grid)
             });
         update_tail(w, d, e, u, a, b);
+    }
+}
+
+crate::kernels::multiversion! {
+    /// One row's columns `a..a + w1.len()` of a lazy block: quantise each, store its code and
+    /// scaled error, push the error into the row's later columns of the block (compiled for the
+    /// CPU's vector width; same operations, so the same bits, on every path).
+    #[allow(clippy::too_many_arguments)]
+    fn sweep_row(
+        w1: &mut [f32],
+        er: &mut [f32],
+        qr: &mut [i8],
+        fr: &[bool],
+        pr: &[GroupParams],
+        u: &[f32],
+        d: usize,
+        a: usize,
+        orig_col: &[usize],
+        group_of: &[usize],
+        grid: Grid<'_>,
+    ) {
+        let (b, bw) = (a + w1.len(), w1.len());
+        for jj in 0..bw {
+            let p = a + jj;
+            let gp = pr[group_of[p]];
+            let (q, deq, err) = if fr[p] {
+                (quantize_value(0.0, gp, grid.scheme, grid.dt), 0.0, 0.0)
+            } else {
+                let wv = w1[jj];
+                let q = quantize_value(wv, gp, grid.scheme, grid.dt);
+                let deq = grid.dt.round(dequantize_value(q, gp));
+                (q, deq, (wv - deq) / u[p * d + p])
+            };
+            w1[jj] = deq;
+            qr[orig_col[p]] = q as i8;
+            er[jj] = err;
+            if err != 0.0 {
+                let urow = &u[p * d + p + 1..p * d + b];
+                for (wk, uk) in w1[jj + 1..].iter_mut().zip(urow) {
+                    *wk -= err * uk;
+                }
+            }
+        }
     }
 }
 
