@@ -42,6 +42,10 @@ pub enum PareError {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// The user pressed Ctrl-C (exit code 130); nothing was written.
+    #[error("interrupted (Ctrl-C): stopped at a block boundary, no output was written")]
+    Interrupted,
+
     /// An error while compressing one linear layer, which it names.
     #[error("{id}: {source}")]
     Layer {
@@ -97,6 +101,7 @@ impl PareError {
     pub fn exit_code(&self) -> i32 {
         match self {
             PareError::Numerical(_) | PareError::Internal(_) => 1,
+            PareError::Interrupted => 130,
             PareError::Layer { source, .. } => source.exit_code(),
             _ => 2,
         }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod eval;
 pub mod id;
 pub mod inspect;
+pub mod interrupt;
 pub mod json;
 pub mod kernels;
 pub mod matrix;

@@ -173,6 +173,7 @@ fn run(cli: Cli) -> Result<String> {
             }
         }
         Command::Compress(a) => {
+            pare::interrupt::install();
             let req = commands::compress::CompressRequest {
                 model: a.model,
                 recipe: a.recipe,

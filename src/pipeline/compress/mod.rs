@@ -156,6 +156,7 @@ pub fn compress(
 
     progress.start("compress", cfg.num_layers as u64);
     for b in 0..cfg.num_layers {
+        crate::interrupt::check()?;
         let t_block = Instant::now();
         let weights = runner
             .arch
