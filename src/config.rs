@@ -121,7 +121,7 @@ const USED_FIELDS: [&str; 25] = [
 /// `full_attention`); otherwise Mistral and Mixtral slide in every block when `sliding_window`
 /// is set (Mistral's default is 4096 when the key is absent; `null` turns it off), and Qwen2
 /// from block `max_window_layers` (default 28) on. Qwen2 slides only with
-/// `use_sliding_window: true`.
+/// `use_sliding_window: true` (then 4096 when `sliding_window` is absent).
 fn layer_windows(
     raw: &Value,
     architecture: &str,
@@ -130,12 +130,13 @@ fn layer_windows(
     path: &Path,
 ) -> Result<Vec<Option<usize>>> {
     let window = match (architecture, raw.get("sliding_window")) {
-        ("MistralForCausalLM", None) => Some(4096),
         ("Qwen2ForCausalLM", _)
             if raw.get("use_sliding_window").and_then(Value::as_bool) != Some(true) =>
         {
             None
         }
+        // transformers' defaults when the key is absent.
+        ("MistralForCausalLM" | "Qwen2ForCausalLM", None) => Some(4096),
         _ => window.filter(|&w| w > 0),
     };
     if !matches!(
@@ -445,6 +446,10 @@ mod tests {
                 r#","sliding_window":64,"use_sliding_window":true,"max_window_layers":1"#
             ),
             vec![None, Some(64), Some(64)]
+        );
+        assert_eq!(
+            windows(q, r#","use_sliding_window":true,"max_window_layers":2"#),
+            vec![None, None, Some(4096)]
         );
         let types = r#","layer_types":["sliding_attention","full_attention","sliding_attention"]"#;
         assert_eq!(
