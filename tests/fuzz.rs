@@ -26,26 +26,7 @@ use pare::config::HfConfig;
 use pare::eval::tasks::schema::parse_task;
 use pare::recipe::{parse_recipe, resolve};
 
-use common::model_dir;
-
-/// xorshift64*: fast, deterministic per seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+use common::{Rng, model_dir};
 
 const INTERESTING: &[u8] = b"\0\xff\"{}[],:-+.eE0123456789\n \\/nultrfsaNI";
 const NUMBERS: &[&str] = &[

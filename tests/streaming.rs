@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use pare::checkpoint::{CheckpointWriter, Dtype, OutTensor, encode_floats};
 use pare::pipeline::{ModelRunner, Silent};
 
-use common::{cpu, model_dir};
+use common::{Rng, cpu, model_dir};
 
 /// Shape of a random Llama.
 #[derive(Clone, Copy, Debug)]
@@ -76,20 +76,6 @@ impl Dims {
         t.push(("model.norm.weight".to_string(), vec![h], 0.0));
         t.push(("lm_head.weight".to_string(), vec![v, h], s(h)));
         t
-    }
-}
-
-/// xorshift64* — deterministic, fast, good enough for weights.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        // uniform in [-1, 1)
-        ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
 
