@@ -13,8 +13,13 @@ use crate::error::{PareError, Result};
 pub enum ArchKind {
     /// `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM` (dense decoder).
     Llama,
-    /// `MixtralForCausalLM` (top-k routed experts).
+    /// `MixtralForCausalLM` (top-k routed experts in every block, `block_sparse_moe`).
     Mixtral,
+    /// `Qwen3ForCausalLM`: a dense decoder with per-head q/k RMSNorm before RoPE.
+    Qwen3,
+    /// `Qwen3MoeForCausalLM`: Qwen3 attention; routed experts (`mlp.experts`) in the blocks
+    /// that `decoder_sparse_step` and `mlp_only_layers` choose, a dense MLP in the others.
+    Qwen3Moe,
 }
 
 /// RoPE frequency scaling of type `llama3` (Llama 3.1+).
@@ -50,9 +55,18 @@ pub struct HfConfig {
     /// Per block: the sliding window it attends with, `None` for full causal attention (see
     /// [`HfConfig::window_of`]).
     pub layer_windows: Vec<Option<usize>>,
-    /// Mixtral: number of experts and experts per token.
+    /// MoE: number of experts and experts per token (0 for dense models).
     pub num_experts: usize,
     pub experts_per_token: usize,
+    /// MoE: the FFN width of one expert (`moe_intermediate_size`; Mixtral: `intermediate_size`).
+    pub expert_ffn: usize,
+    /// MoE: the top-k router probabilities are renormalised to sum to 1 (`norm_topk_prob`;
+    /// always for Mixtral).
+    pub norm_topk_prob: bool,
+    /// Per block: routed experts (true) or a dense MLP (false).
+    pub moe_blocks: Vec<bool>,
+    /// q and k are RMS-normed per head (weights `[head_dim]`) before RoPE (Qwen3).
+    pub qk_norm: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
     /// The whole file, kept so outputs can copy it with additions.
@@ -78,7 +92,12 @@ struct RawConfig {
     attention_bias: Option<bool>,
     sliding_window: Option<usize>,
     num_local_experts: Option<usize>,
+    num_experts: Option<usize>,
     num_experts_per_tok: Option<usize>,
+    moe_intermediate_size: Option<usize>,
+    norm_topk_prob: Option<bool>,
+    decoder_sparse_step: Option<usize>,
+    mlp_only_layers: Option<Vec<usize>>,
     bos_token_id: Option<Value>,
     eos_token_id: Option<Value>,
     hidden_act: Option<String>,
@@ -88,7 +107,7 @@ struct RawConfig {
 const MAX_LAYERS: usize = 100_000;
 
 /// The top-level keys of config.json that pare reads (those of `RawConfig`).
-const USED_FIELDS: [&str; 25] = [
+const USED_FIELDS: [&str; 30] = [
     "quantization_config",
     "layer_types",
     "use_sliding_window",
@@ -111,17 +130,23 @@ const USED_FIELDS: [&str; 25] = [
     "sliding_window",
     "num_local_experts",
     "num_experts_per_tok",
+    "num_experts",
+    "moe_intermediate_size",
+    "norm_topk_prob",
+    "decoder_sparse_step",
+    "mlp_only_layers",
     "bos_token_id",
     "eos_token_id",
     "hidden_act",
 ];
 
 /// The sliding window of each block, as transformers decides it. Llama never slides. Mistral,
-/// Mixtral and Qwen2 use `layer_types` when the config lists them (`sliding_attention` /
+/// Mixtral, Qwen2 and Qwen3 use `layer_types` when the config lists them (`sliding_attention` /
 /// `full_attention`); otherwise Mistral and Mixtral slide in every block when `sliding_window`
 /// is set (Mistral's default is 4096 when the key is absent; `null` turns it off), and Qwen2
-/// from block `max_window_layers` (default 28) on. Qwen2 slides only with
-/// `use_sliding_window: true` (then 4096 when `sliding_window` is absent).
+/// and Qwen3 from block `max_window_layers` (default 28) on. The Qwen families slide only with
+/// `use_sliding_window: true` (then 4096 when `sliding_window` is absent); Qwen3-MoE then
+/// slides in every block.
 fn layer_windows(
     raw: &Value,
     architecture: &str,
@@ -129,21 +154,24 @@ fn layer_windows(
     layers: usize,
     path: &Path,
 ) -> Result<Vec<Option<usize>>> {
+    // The Qwen families slide only with `use_sliding_window: true`.
+    let qwen = matches!(
+        architecture,
+        "Qwen2ForCausalLM" | "Qwen3ForCausalLM" | "Qwen3MoeForCausalLM"
+    );
     let window = match (architecture, raw.get("sliding_window")) {
-        ("Qwen2ForCausalLM", _)
-            if raw.get("use_sliding_window").and_then(Value::as_bool) != Some(true) =>
-        {
-            None
-        }
+        _ if qwen && raw.get("use_sliding_window").and_then(Value::as_bool) != Some(true) => None,
         // transformers' defaults when the key is absent.
-        ("MistralForCausalLM" | "Qwen2ForCausalLM", None) => Some(4096),
+        ("MistralForCausalLM", None) => Some(4096),
+        (_, None) if qwen => Some(4096),
         _ => window.filter(|&w| w > 0),
     };
-    if !matches!(
-        architecture,
-        "MistralForCausalLM" | "MixtralForCausalLM" | "Qwen2ForCausalLM"
-    ) {
+    if !qwen && !matches!(architecture, "MistralForCausalLM" | "MixtralForCausalLM") {
         return Ok(vec![None; layers]);
+    }
+    // Qwen3-MoE's attention reads `sliding_window` alone, in every block.
+    if architecture == "Qwen3MoeForCausalLM" {
+        return Ok(vec![window; layers]);
     }
     if let Some(types) = raw.get("layer_types").filter(|v| !v.is_null()) {
         let types = types
@@ -171,7 +199,7 @@ fn layer_windows(
             .collect();
     }
     Ok(match architecture {
-        "Qwen2ForCausalLM" => {
+        "Qwen2ForCausalLM" | "Qwen3ForCausalLM" => {
             let from = raw
                 .get("max_window_layers")
                 .and_then(Value::as_u64)
@@ -194,6 +222,16 @@ impl HfConfig {
     /// The sliding window block `b` attends with (`None`: full causal attention).
     pub fn window_of(&self, b: usize) -> Option<usize> {
         self.layer_windows.get(b).copied().flatten()
+    }
+
+    /// True when block `b` routes tokens to experts (false: a dense MLP).
+    pub fn is_moe_block(&self, b: usize) -> bool {
+        self.moe_blocks.get(b).copied().unwrap_or(false)
+    }
+
+    /// True when any block routes tokens to experts.
+    pub fn has_experts(&self) -> bool {
+        self.moe_blocks.iter().any(|&m| m)
     }
 
     /// The smallest sliding window of any block, if one slides.
@@ -248,12 +286,15 @@ impl HfConfig {
         let kind = match architecture.as_str() {
             "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" => ArchKind::Llama,
             "MixtralForCausalLM" => ArchKind::Mixtral,
+            "Qwen3ForCausalLM" => ArchKind::Qwen3,
+            "Qwen3MoeForCausalLM" => ArchKind::Qwen3Moe,
             other => {
                 return Err(PareError::input(
                     path,
                     format!(
                         "field `architectures`: unsupported architecture `{other}`; expected one of \
-                         LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM"
+                         LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, \
+                         MixtralForCausalLM, Qwen3MoeForCausalLM"
                     ),
                 ));
             }
@@ -304,19 +345,6 @@ impl HfConfig {
             })
             .unwrap_or(10000.0);
         let rope_scaling = parse_rope_scaling(params, path)?;
-        let (num_experts, experts_per_token) = if kind == ArchKind::Mixtral {
-            let e = need(c.num_local_experts, "num_local_experts")?;
-            let k = need(c.num_experts_per_tok, "num_experts_per_tok")?;
-            if k > e {
-                return Err(PareError::input(
-                    path,
-                    format!("field `num_experts_per_tok`: {k} exceeds num_local_experts {e}"),
-                ));
-            }
-            (e, k)
-        } else {
-            (0, 0)
-        };
         let num_layers = need(c.num_hidden_layers, "num_hidden_layers")?;
         if num_layers > MAX_LAYERS {
             return Err(PareError::input(
@@ -326,11 +354,13 @@ impl HfConfig {
                 ),
             ));
         }
+        let intermediate_size = need(c.intermediate_size, "intermediate_size")?;
+        let moe = Experts::parse(&c, kind, num_layers, intermediate_size, path)?;
         Ok(HfConfig {
             kind,
             vocab_size: need(c.vocab_size, "vocab_size")?,
             hidden_size,
-            intermediate_size: need(c.intermediate_size, "intermediate_size")?,
+            intermediate_size,
             num_layers,
             num_heads,
             num_kv_heads,
@@ -343,14 +373,115 @@ impl HfConfig {
             attention_bias: c
                 .attention_bias
                 .unwrap_or(architecture == "Qwen2ForCausalLM"),
+            qk_norm: matches!(kind, ArchKind::Qwen3 | ArchKind::Qwen3Moe),
             sliding_window: c.sliding_window,
             layer_windows: layer_windows(&raw, &architecture, c.sliding_window, num_layers, path)?,
-            num_experts,
-            experts_per_token,
+            num_experts: moe.count,
+            experts_per_token: moe.top_k,
+            expert_ffn: moe.ffn,
+            norm_topk_prob: moe.norm_topk_prob,
+            moe_blocks: moe.blocks,
             bos_token_id: first_id(&c.bos_token_id),
             eos_token_id: first_id(&c.eos_token_id),
             architecture,
             raw,
+        })
+    }
+}
+
+/// The MoE fields of a config, checked.
+struct Experts {
+    count: usize,
+    top_k: usize,
+    ffn: usize,
+    norm_topk_prob: bool,
+    blocks: Vec<bool>,
+}
+
+impl Experts {
+    /// Mixtral: experts in every block, `num_local_experts` wide, top-k renormalised.
+    /// Qwen3-MoE: block `i` routes when `i ∉ mlp_only_layers` and `(i + 1) %
+    /// decoder_sparse_step == 0` (transformers' rule); the expert count is `num_experts`
+    /// (transformers 4) or `num_local_experts` (transformers 5).
+    fn parse(
+        c: &RawConfig,
+        kind: ArchKind,
+        layers: usize,
+        intermediate_size: usize,
+        path: &Path,
+    ) -> Result<Self> {
+        let moe = matches!(kind, ArchKind::Mixtral | ArchKind::Qwen3Moe);
+        if !moe {
+            return Ok(Self {
+                count: 0,
+                top_k: 0,
+                ffn: 0,
+                norm_topk_prob: false,
+                blocks: vec![false; layers],
+            });
+        }
+        let positive = |v: Option<usize>, field: &str| -> Result<usize> {
+            match v {
+                Some(x) if x > 0 => Ok(x),
+                Some(_) => Err(PareError::input(path, format!("field `{field}` must be > 0"))),
+                None => Err(PareError::input(path, format!("missing field `{field}`"))),
+            }
+        };
+        let count = match (c.num_local_experts, c.num_experts) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(PareError::input(
+                    path,
+                    format!(
+                        "fields `num_local_experts` ({a}) and `num_experts` ({b}) disagree; \
+                         expected one expert count"
+                    ),
+                ));
+            }
+            (Some(_), _) => positive(c.num_local_experts, "num_local_experts")?,
+            (None, Some(_)) => positive(c.num_experts, "num_experts")?,
+            (None, None) => {
+                return Err(PareError::input(
+                    path,
+                    "missing field `num_local_experts` (or `num_experts`): the expert count",
+                ));
+            }
+        };
+        let top_k = positive(c.num_experts_per_tok, "num_experts_per_tok")?;
+        if top_k > count {
+            return Err(PareError::input(
+                path,
+                format!("field `num_experts_per_tok`: {top_k} exceeds the {count} experts"),
+            ));
+        }
+        if kind == ArchKind::Mixtral {
+            return Ok(Self {
+                count,
+                top_k,
+                ffn: intermediate_size,
+                norm_topk_prob: true,
+                blocks: vec![true; layers],
+            });
+        }
+        let ffn = positive(c.moe_intermediate_size, "moe_intermediate_size")?;
+        let step = positive(c.decoder_sparse_step.or(Some(1)), "decoder_sparse_step")?;
+        let dense = c.mlp_only_layers.clone().unwrap_or_default();
+        if let Some(&b) = dense.iter().find(|&&b| b >= layers) {
+            return Err(PareError::input(
+                path,
+                format!(
+                    "field `mlp_only_layers`: block {b} does not exist; expected indices below \
+                     num_hidden_layers {layers}"
+                ),
+            ));
+        }
+        Ok(Self {
+            count,
+            top_k,
+            ffn,
+            norm_topk_prob: c.norm_topk_prob.unwrap_or(false),
+            blocks: (0..layers)
+                .map(|i| !dense.contains(&i) && (i + 1) % step == 0)
+                .collect(),
         })
     }
 }
@@ -413,6 +544,45 @@ mod tests {
         );
     }
 
+    /// Qwen3-MoE's block layout and expert fields: which blocks route, both expert-count keys,
+    /// defaults, and errors naming the field.
+    #[test]
+    fn qwen3_moe_fields_follow_transformers() {
+        let parse = |extra: &str| {
+            let text = format!(
+                r#"{{"architectures":["Qwen3MoeForCausalLM"],"vocab_size":10,"hidden_size":8,
+                "intermediate_size":16,"num_hidden_layers":4,"num_attention_heads":2,
+                "num_experts_per_tok":2,"moe_intermediate_size":4{extra}}}"#
+            );
+            HfConfig::parse(&text, Path::new("config.json"))
+        };
+        let c = parse(r#","num_experts":8"#).unwrap();
+        assert_eq!((c.num_experts, c.expert_ffn, c.intermediate_size), (8, 4, 16));
+        assert_eq!(c.moe_blocks, vec![true; 4]);
+        assert!(!c.norm_topk_prob && c.qk_norm);
+        let c = parse(r#","num_local_experts":8,"decoder_sparse_step":2,"mlp_only_layers":[1]"#)
+            .unwrap();
+        assert_eq!(c.moe_blocks, vec![false, false, false, true]);
+        let c = parse(r#","num_experts":8,"num_local_experts":8,"norm_topk_prob":true"#).unwrap();
+        assert!(c.norm_topk_prob);
+        for (extra, needle) in [
+            ("", "num_local_experts` (or `num_experts`)"),
+            (r#","num_experts":8,"num_local_experts":4"#, "disagree"),
+            (r#","num_experts":1"#, "num_experts_per_tok"),
+            (r#","num_experts":8,"mlp_only_layers":[4]"#, "mlp_only_layers"),
+            (r#","num_experts":8,"decoder_sparse_step":0"#, "decoder_sparse_step"),
+        ] {
+            let e = parse(extra).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains(needle), "{extra}: {e}");
+        }
+        let text = r#"{"architectures":["Qwen3MoeForCausalLM"],"vocab_size":10,"hidden_size":8,
+            "intermediate_size":16,"num_hidden_layers":4,"num_attention_heads":2,
+            "num_experts_per_tok":2,"num_experts":8}"#;
+        let e = HfConfig::parse(text, Path::new("config.json")).unwrap_err();
+        assert!(e.to_string().contains("moe_intermediate_size"), "{e}");
+    }
+
     /// Which blocks slide, as transformers decides it per architecture.
     #[test]
     fn sliding_windows_follow_transformers_rules() {
@@ -420,7 +590,7 @@ mod tests {
             let text = format!(
                 r#"{{"architectures":["{arch}"],"vocab_size":10,"hidden_size":8,
                 "intermediate_size":16,"num_hidden_layers":3,"num_attention_heads":2,
-                "num_local_experts":2,"num_experts_per_tok":1{extra}}}"#
+                "num_local_experts":2,"num_experts_per_tok":1,"moe_intermediate_size":4{extra}}}"#
             );
             HfConfig::parse(&text, Path::new("config.json"))
                 .unwrap()
@@ -459,6 +629,24 @@ mod tests {
         assert_eq!(
             windows(q, &format!(r#","sliding_window":8{types}"#)),
             vec![None; 3]
+        );
+        let (q3, q3m) = ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM");
+        assert_eq!(windows(q3, r#","sliding_window":64"#), vec![None; 3]);
+        assert_eq!(
+            windows(
+                q3,
+                r#","sliding_window":64,"use_sliding_window":true,"max_window_layers":2"#
+            ),
+            vec![None, None, Some(64)]
+        );
+        assert_eq!(windows(q3m, r#","sliding_window":64"#), vec![None; 3]);
+        assert_eq!(
+            windows(
+                q3m,
+                r#","sliding_window":64,"use_sliding_window":true,"max_window_layers":2"#
+            ),
+            vec![Some(64); 3],
+            "Qwen3-MoE slides in every block"
         );
         let bad = r#"{"architectures":["MistralForCausalLM"],"vocab_size":10,"hidden_size":8,
             "intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,"layer_types":["x"]}"#;

@@ -148,6 +148,56 @@ fn tiny_mixtral_matches_golden() {
     check_model("tiny-mixtral");
 }
 
+/// Qwen3: per-head q/k RMSNorm before RoPE (untrained; exactness only).
+#[test]
+fn tiny_qwen3_matches_golden() {
+    check_model("tiny-qwen3");
+}
+
+/// Qwen3-MoE: 16 experts, top-4 renormalised, block 0 a dense MLP (`mlp_only_layers: [0]`).
+#[test]
+fn tiny_qwen3_moe_matches_golden() {
+    check_model("tiny-qwen3-moe");
+}
+
+/// A generated Qwen3-MoE checkpoint (tools/qwen3_moe_layout/make_golden.py) with
+/// `decoder_sparse_step: 2`, `mlp_only_layers: [3]`, `norm_topk_prob: false` and the expert count
+/// under the transformers-4 key `num_experts`: only block 1 routes, and the logits match
+/// transformers'.
+#[test]
+fn qwen3_moe_layout_matches_transformers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/qwen3-moe-layout");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), tmp.path().join(f)).expect("copy");
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(model_dir("tiny-qwen3-moe").join(f), tmp.path().join(f)).expect("copy");
+    }
+    let mut runner = ModelRunner::open(tmp.path(), &cpu()).expect("open");
+    let cfg = runner.cfg().clone();
+    assert_eq!(cfg.moe_blocks, vec![false, true, false, false]);
+    assert_eq!((cfg.num_experts, cfg.experts_per_token), (6, 2));
+    assert!(!cfg.norm_topk_prob);
+    let golden = src.join("golden.safetensors");
+    let ids: Vec<u32> = read_tensor(&golden, "input_ids")
+        .values
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
+    let vocab = runner.ends.vocab;
+    let logits = runner.logits(&ids).expect("logits");
+    let want = read_tensor(&golden, "logits");
+    for (k, &p) in read_tensor(&golden, "positions").values.iter().enumerate() {
+        let p = p as usize;
+        let (d, i) = max_diff(
+            &want.values[k * vocab..(k + 1) * vocab],
+            &logits[p * vocab..(p + 1) * vocab],
+        );
+        assert!(d <= TOL, "position {p}: logits differ by {d:e} at token {i}");
+    }
+}
+
 #[test]
 fn stories260k_greedy_sample_matches_golden() {
     let dir = model_dir("stories260k");

@@ -1,5 +1,7 @@
-//! The Llama-family adapter (Llama, Mistral, Qwen2 by config flags) and Mixtral's MoE naming:
-//! canonical ids ↔ checkpoint tensor names, and loading one block's weights.
+//! The Llama-family adapter (Llama, Mistral, Qwen2, Qwen3 by config flags) and the MoE namings
+//! of Mixtral (`block_sparse_moe.experts.{e}.w1|w3|w2`) and Qwen3-MoE
+//! (`mlp.experts.{e}.gate_proj|up_proj|down_proj`): canonical ids ↔ checkpoint tensor names,
+//! and loading one block's weights.
 
 use std::collections::BTreeSet;
 
@@ -26,6 +28,8 @@ pub struct BlockWeights {
     pub linears: Vec<(LinearSlot, Matrix, Option<Vec<f32>>)>,
     pub input_norm: Vec<f32>,
     pub post_norm: Vec<f32>,
+    /// Qwen3: the per-head q and k RMSNorm weights (`[head_dim]` each).
+    pub qk_norm: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Architecture {
@@ -59,43 +63,37 @@ impl Architecture {
             slot(LinearRole::V, format!("{l}.self_attn.v_proj"), kv, h),
             slot(LinearRole::O, format!("{l}.self_attn.o_proj"), h, q),
         ];
-        match c.kind {
-            ArchKind::Llama => {
-                v.push(slot(
-                    LinearRole::Mlp(MlpPart::Gate),
-                    format!("{l}.mlp.gate_proj"),
-                    ffn,
-                    h,
-                ));
-                v.push(slot(
-                    LinearRole::Mlp(MlpPart::Up),
-                    format!("{l}.mlp.up_proj"),
-                    ffn,
-                    h,
-                ));
-                v.push(slot(
-                    LinearRole::Mlp(MlpPart::Down),
-                    format!("{l}.mlp.down_proj"),
-                    h,
-                    ffn,
-                ));
+        let dense = |v: &mut Vec<LinearSlot>, m: &str| {
+            for (part, name) in [
+                (MlpPart::Gate, "gate_proj"),
+                (MlpPart::Up, "up_proj"),
+                (MlpPart::Down, "down_proj"),
+            ] {
+                let (rows, cols) = if part == MlpPart::Down {
+                    (h, ffn)
+                } else {
+                    (ffn, h)
+                };
+                v.push(slot(LinearRole::Mlp(part), format!("{m}.{name}"), rows, cols));
             }
-            ArchKind::Mixtral => {
-                let m = format!("{l}.block_sparse_moe");
-                v.push(slot(
-                    LinearRole::Router,
-                    format!("{m}.gate"),
-                    c.num_experts,
-                    h,
-                ));
-                for e in 0..c.num_experts {
-                    let x = format!("{m}.experts.{e}");
-                    let role = |part| LinearRole::Expert { index: e, part };
-                    v.push(slot(role(MlpPart::Gate), format!("{x}.w1"), ffn, h));
-                    v.push(slot(role(MlpPart::Up), format!("{x}.w3"), ffn, h));
-                    v.push(slot(role(MlpPart::Down), format!("{x}.w2"), h, ffn));
-                }
-            }
+        };
+        if !c.is_moe_block(b) {
+            dense(&mut v, &format!("{l}.mlp"));
+            return v;
+        }
+        // Mixtral: `block_sparse_moe.experts.{e}.w1|w3|w2`; Qwen3-MoE: `mlp.experts.{e}.*_proj`.
+        let (m, names) = match c.kind {
+            ArchKind::Mixtral => (format!("{l}.block_sparse_moe"), ["w1", "w3", "w2"]),
+            _ => (format!("{l}.mlp"), ["gate_proj", "up_proj", "down_proj"]),
+        };
+        let f = c.expert_ffn;
+        v.push(slot(LinearRole::Router, format!("{m}.gate"), c.num_experts, h));
+        for e in 0..c.num_experts {
+            let x = format!("{m}.experts.{e}");
+            let role = |part| LinearRole::Expert { index: e, part };
+            v.push(slot(role(MlpPart::Gate), format!("{x}.{}", names[0]), f, h));
+            v.push(slot(role(MlpPart::Up), format!("{x}.{}", names[1]), f, h));
+            v.push(slot(role(MlpPart::Down), format!("{x}.{}", names[2]), h, f));
         }
         v
     }
@@ -192,11 +190,22 @@ impl Architecture {
             linears.push((slot, w, bias));
         }
         let [n1, n2] = self.norm_names(b);
+        let qk_norm = match self.cfg.qk_norm {
+            true => {
+                let (l, hd) = (self.layer(b), self.cfg.head_dim);
+                Some((
+                    self.read_vector(store, &format!("{l}.self_attn.q_norm.weight"), hd)?,
+                    self.read_vector(store, &format!("{l}.self_attn.k_norm.weight"), hd)?,
+                ))
+            }
+            false => None,
+        };
         Ok(BlockWeights {
             block: b,
             linears,
             input_norm: self.read_vector(store, &n1, h)?,
             post_norm: self.read_vector(store, &n2, h)?,
+            qk_norm,
         })
     }
 
@@ -240,9 +249,9 @@ impl Architecture {
                 down: Linear::owned(down, db, device),
             })
         };
-        let ffn = match c.kind {
-            ArchKind::Llama => Ffn::Dense(mlp(&LinearRole::Mlp)?),
-            ArchKind::Mixtral => {
+        let ffn = match c.is_moe_block(block) {
+            false => Ffn::Dense(mlp(&LinearRole::Mlp)?),
+            true => {
                 let mut experts = Vec::with_capacity(c.num_experts);
                 for e in 0..c.num_experts {
                     experts.push(mlp(&|part| LinearRole::Expert { index: e, part })?);
@@ -252,6 +261,7 @@ impl Architecture {
                     router: Linear::owned(r, rb, device),
                     experts,
                     top_k: c.experts_per_token,
+                    norm_topk_prob: c.norm_topk_prob,
                 })
             }
         };
@@ -268,6 +278,12 @@ impl Architecture {
             n_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
             window: c.window_of(block),
+            qk_norm: w.qk_norm.map(|(q, k)| {
+                (
+                    RmsNorm::new(q, c.rms_norm_eps, device),
+                    RmsNorm::new(k, c.rms_norm_eps, device),
+                )
+            }),
         };
         Ok((
             DecoderBlock {

@@ -108,6 +108,24 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     out
 }
 
+/// Per-head RMSNorm in place (Qwen3's q_norm/k_norm): in every row of `x` (`[rows, width]`
+/// row-major), the `heads` consecutive slices of `w.len()` values starting at column `col` are
+/// each replaced by `w · v / sqrt(mean(v²) + eps)`.
+pub fn head_rms_norm(x: &mut [f32], width: usize, col: usize, heads: usize, w: &[f32], eps: f32) {
+    let hd = w.len();
+    if width == 0 || hd == 0 || col + heads * hd > width {
+        return;
+    }
+    x.par_chunks_mut(width * ROWS_PER_TASK).for_each(|rows| {
+        let mut tmp = vec![0f32; heads * hd];
+        for row in rows.chunks_exact_mut(width) {
+            let seg = &mut row[col..col + heads * hd];
+            tmp.copy_from_slice(seg);
+            rms_rows(seg, &tmp, w, eps);
+        }
+    });
+}
+
 /// `silu(g) · u` per row of the fused gate|up output `gu` (`[rows, 2f]`) → `[rows, f]`.
 pub fn silu_mul(gu: &[f32], f: usize) -> Vec<f32> {
     let rows = if f == 0 { 0 } else { gu.len() / (2 * f) };
@@ -158,6 +176,30 @@ mod tests {
             assert_eq!(got[j].to_bits(), want.to_bits(), "column {j}");
         }
         assert!(col_sq_sums(&[], 0).is_empty());
+    }
+
+    #[test]
+    fn head_rms_norm_normalises_each_head_of_its_columns_only() {
+        let (rows, width, col, heads, hd) = (70, 11, 2, 3, 2);
+        let x: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 7) % 13) as f32 * 0.4 - 2.5)
+            .collect();
+        let w = [0.5f32, 2.0];
+        let mut y = x.clone();
+        head_rms_norm(&mut y, width, col, heads, &w, 1e-6);
+        for r in 0..rows {
+            for c in 0..width {
+                let i = r * width + c;
+                if c < col || c >= col + heads * hd {
+                    assert_eq!(y[i], x[i], "({r},{c}) outside the heads changed");
+                    continue;
+                }
+                let h0 = r * width + col + (c - col) / hd * hd;
+                let ms = (0..hd).map(|j| (x[h0 + j] as f64).powi(2)).sum::<f64>() / hd as f64;
+                let want = x[i] as f64 / (ms + 1e-6).sqrt() * w[(c - col) % hd] as f64;
+                assert!((y[i] as f64 - want).abs() < 1e-5, "({r},{c}): {} vs {want}", y[i]);
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor, TensorData};
 
-use super::{Linear, Rope, from_host, on_host, to_host};
+use super::{Linear, RmsNorm, Rope, from_host, on_host, to_host};
 use crate::error::Result;
 use crate::kernels::attention::Heads;
 
@@ -20,6 +20,8 @@ pub struct Attention {
     pub head_dim: usize,
     /// Sliding window (keys `i − w < j ≤ i` for query `i`), `None` for full causal attention.
     pub window: Option<usize>,
+    /// Qwen3: RMSNorms over each head's `head_dim` values of q and of k, applied before RoPE.
+    pub qk_norm: Option<(RmsNorm, RmsNorm)>,
 }
 
 /// Query rows per chunk of the causal attention below.
@@ -77,7 +79,7 @@ impl Attention {
     /// o-projection's input `[b*s, heads*head_dim]`.
     pub fn attend(&self, x: Tensor<2>, b: usize, s: usize, rope: &Rope) -> Result<Tensor<2>> {
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let qkv = self.qkv.forward(x)?;
+        let qkv = self.qkv_normed(self.qkv.forward(x)?)?;
         let device = qkv.device();
         if on_host(&device) {
             let (cos, sin) = rope.host_tables();
@@ -116,6 +118,34 @@ impl Attention {
         Ok(causal_attention(q, k, v, self.window)
             .swap_dims(1, 2)
             .reshape([b * s, nh * hd]))
+    }
+
+    /// The fused q|k|v output `[tokens, (nh + 2·nkv)·hd]` with q_norm and k_norm applied per
+    /// head (unchanged without them).
+    fn qkv_normed(&self, qkv: Tensor<2>) -> Result<Tensor<2>> {
+        let Some((qn, kn)) = &self.qk_norm else {
+            return Ok(qkv);
+        };
+        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let [t, width] = qkv.dims();
+        let device = qkv.device();
+        if on_host(&device) {
+            let mut x = to_host(qkv)?;
+            let eps = qn.eps() as f32;
+            crate::kernels::elementwise::head_rms_norm(&mut x, width, 0, nh, qn.host(), eps);
+            crate::kernels::elementwise::head_rms_norm(&mut x, width, nh * hd, nkv, kn.host(), eps);
+            return Ok(from_host(x, [t, width], &device));
+        }
+        let per_head = |norm: &RmsNorm, c0: usize, heads: usize| -> Result<Tensor<2>> {
+            let part = qkv.clone().slice([0..t, c0..c0 + heads * hd]);
+            Ok(norm
+                .forward(part.reshape([t * heads, hd]))?
+                .reshape([t, heads * hd]))
+        };
+        let q = per_head(qn, 0, nh)?;
+        let k = per_head(kn, nh * hd, nkv)?;
+        let v = qkv.clone().slice([0..t, (nh + nkv) * hd..width]);
+        Ok(Tensor::cat(vec![q, k, v], 1))
     }
 
     /// Output features of q, and of k (= of v).

@@ -241,6 +241,16 @@ impl RmsNorm {
         }
     }
 
+    /// The weight on the host.
+    pub fn host(&self) -> &[f32] {
+        &self.host
+    }
+
+    /// The epsilon added to the mean square.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// `(x, norm(x))` for `x` `[tokens, hidden]`: on the host the norm reads `x`'s buffer and
     /// hands `x` back, so a residual stream is never copied to be normed.
     pub fn forward_keep(&self, x: Tensor<2>) -> Result<(Tensor<2>, Tensor<2>)> {

@@ -1,5 +1,6 @@
-//! Mixtral-style sparse mixture of experts: softmax router, top-k, renormalised weights. The
-//! routing decision is made on the host (it is tiny) and handed to the tap before the experts run.
+//! Sparse mixture of experts (Mixtral, Qwen3-MoE): softmax router, top-k, weights renormalised
+//! over the chosen k (always in Mixtral; with `norm_topk_prob` in Qwen3-MoE). The routing
+//! decision is made on the host (it is tiny) and handed to the tap before the experts run.
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -7,12 +8,14 @@ use burn::tensor::{Int, Tensor, TensorData};
 use super::{Linear, Mlp, to_host};
 use crate::error::Result;
 
-/// Mixtral-style sparse MoE.
+/// A sparse MoE feed-forward: router `[experts, hidden]` and the experts.
 #[derive(Clone)]
 pub struct Moe {
     pub router: Linear,
     pub experts: Vec<Mlp>,
     pub top_k: usize,
+    /// Divide the chosen k probabilities by their sum (otherwise they are used as they are).
+    pub norm_topk_prob: bool,
 }
 
 /// Which tokens each expert receives and with what weight, for one batch.
@@ -22,7 +25,8 @@ pub struct Routed {
     pub probs: Vec<f32>,
     /// Per expert: the token rows routed to it, in token order.
     pub tokens: Vec<Vec<i64>>,
-    /// Per expert: the renormalised gate weight of each routed token.
+    /// Per expert: the gate weight of each routed token (renormalised over the top k when the
+    /// model says so).
     pub weights: Vec<Vec<f32>>,
 }
 
@@ -63,7 +67,11 @@ impl Moe {
             let total: f32 = chosen.iter().map(|&i| p[i]).sum();
             for &i in chosen {
                 tokens[i].push(tok as i64);
-                weights[i].push(p[i] / total);
+                weights[i].push(if self.norm_topk_prob {
+                    p[i] / total
+                } else {
+                    p[i]
+                });
             }
         }
         Ok(Routed {
