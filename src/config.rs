@@ -423,7 +423,10 @@ impl Experts {
         let positive = |v: Option<usize>, field: &str| -> Result<usize> {
             match v {
                 Some(x) if x > 0 => Ok(x),
-                Some(_) => Err(PareError::input(path, format!("field `{field}` must be > 0"))),
+                Some(_) => Err(PareError::input(
+                    path,
+                    format!("field `{field}` must be > 0"),
+                )),
                 None => Err(PareError::input(path, format!("missing field `{field}`"))),
             }
         };
@@ -557,7 +560,10 @@ mod tests {
             HfConfig::parse(&text, Path::new("config.json"))
         };
         let c = parse(r#","num_experts":8"#).unwrap();
-        assert_eq!((c.num_experts, c.expert_ffn, c.intermediate_size), (8, 4, 16));
+        assert_eq!(
+            (c.num_experts, c.expert_ffn, c.intermediate_size),
+            (8, 4, 16)
+        );
         assert_eq!(c.moe_blocks, vec![true; 4]);
         assert!(!c.norm_topk_prob && c.qk_norm);
         let c = parse(r#","num_local_experts":8,"decoder_sparse_step":2,"mlp_only_layers":[1]"#)
@@ -569,8 +575,14 @@ mod tests {
             ("", "num_local_experts` (or `num_experts`)"),
             (r#","num_experts":8,"num_local_experts":4"#, "disagree"),
             (r#","num_experts":1"#, "num_experts_per_tok"),
-            (r#","num_experts":8,"mlp_only_layers":[4]"#, "mlp_only_layers"),
-            (r#","num_experts":8,"decoder_sparse_step":0"#, "decoder_sparse_step"),
+            (
+                r#","num_experts":8,"mlp_only_layers":[4]"#,
+                "mlp_only_layers",
+            ),
+            (
+                r#","num_experts":8,"decoder_sparse_step":0"#,
+                "decoder_sparse_step",
+            ),
         ] {
             let e = parse(extra).unwrap_err();
             assert_eq!(e.exit_code(), 2);

@@ -18,7 +18,8 @@ pub enum MlpPart {
 }
 
 impl MlpPart {
-    fn name(self) -> &'static str {
+    /// The canonical name (`gate`, `up`, `down`).
+    pub fn name(self) -> &'static str {
         match self {
             MlpPart::Gate => "gate",
             MlpPart::Up => "up",

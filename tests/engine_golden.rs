@@ -194,7 +194,10 @@ fn qwen3_moe_layout_matches_transformers() {
             &want.values[k * vocab..(k + 1) * vocab],
             &logits[p * vocab..(p + 1) * vocab],
         );
-        assert!(d <= TOL, "position {p}: logits differ by {d:e} at token {i}");
+        assert!(
+            d <= TOL,
+            "position {p}: logits differ by {d:e} at token {i}"
+        );
     }
 }
 

@@ -273,8 +273,9 @@ fn zero_max_windows_names_the_flag() {
     assert_fails(&args, &["--max-windows 0", "at least 1"]);
 }
 
-/// Case 8. Every warning names its layer once (tiny-mixtral, one 6-token calibration sample:
-/// most experts see no token and have dead input columns).
+/// Case 8. Every warning names its layer once (tiny-mixtral, one 6-token calibration sample
+/// with `calibrate_all_experts: false`: most experts see no token and fall back to RTN, one
+/// warning per expert).
 #[test]
 fn warnings_name_their_layer_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -286,26 +287,39 @@ fn warnings_name_their_layer_once() {
         "gptq: { format: int4-ch-sym }",
         "dense",
     );
+    let y = std::fs::read_to_string(&recipe).expect("read recipe");
+    let y = y.replacen("seed: 0 }", "seed: 0, calibrate_all_experts: false }", 1);
+    std::fs::write(&recipe, y).expect("write recipe");
     let out = tmp.path().join("out");
     let model = model_dir("tiny-mixtral");
     let o = compress(&[], &model, &recipe, &out);
     let (_, se) = text(&o);
-    let dead: Vec<&str> = se
+    let warned: Vec<&str> = se
         .lines()
-        .filter(|l| l.contains("dead input column"))
+        .filter(|l| l.contains("no calibration token"))
         .collect();
-    assert!(!dead.is_empty(), "no dead-column warning: {se}");
-    for l in dead {
+    assert!(!warned.is_empty(), "no fallback warning: {se}");
+    for l in &warned {
         let id = l
             .trim_start_matches("warning: ")
             .split(':')
             .next()
             .expect("an id");
-        assert!(id.starts_with("blocks."), "{l}");
+        assert!(
+            id.starts_with("blocks.") && id.contains(".moe.experts."),
+            "{l}"
+        );
         assert_eq!(
             l.matches(id).count(),
             1,
             "the layer is named more than once: {l}"
+        );
+        assert_eq!(
+            se.lines()
+                .filter(|x| x.starts_with(&format!("warning: {id}:")))
+                .count(),
+            1,
+            "expert {id} warned more than once"
         );
     }
 }

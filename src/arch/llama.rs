@@ -74,7 +74,12 @@ impl Architecture {
                 } else {
                     (ffn, h)
                 };
-                v.push(slot(LinearRole::Mlp(part), format!("{m}.{name}"), rows, cols));
+                v.push(slot(
+                    LinearRole::Mlp(part),
+                    format!("{m}.{name}"),
+                    rows,
+                    cols,
+                ));
             }
         };
         if !c.is_moe_block(b) {
@@ -87,7 +92,12 @@ impl Architecture {
             _ => (format!("{l}.mlp"), ["gate_proj", "up_proj", "down_proj"]),
         };
         let f = c.expert_ffn;
-        v.push(slot(LinearRole::Router, format!("{m}.gate"), c.num_experts, h));
+        v.push(slot(
+            LinearRole::Router,
+            format!("{m}.gate"),
+            c.num_experts,
+            h,
+        ));
         for e in 0..c.num_experts {
             let x = format!("{m}.experts.{e}");
             let role = |part| LinearRole::Expert { index: e, part };

@@ -372,6 +372,7 @@ fn calibration_spec(c: &CalibrationPlan) -> CalibrationSpec {
         samples: Some(c.samples),
         seq_len: Some(c.seq_len),
         seed: Some(c.seed),
+        calibrate_all_experts: (!c.all_experts).then_some(false),
     }
 }
 

@@ -60,6 +60,12 @@ pub trait Compressor {
     fn profilers(&self, _step: usize, _targets: &[LinearId]) -> Vec<Box<dyn Profiler>> {
         Vec::new()
     }
+    /// The data-free form of this method, used for a linear whose input saw no calibration
+    /// token (an MoE expert the router never chose): magnitude for the pruners, RTN for GPTQ.
+    /// `None` for methods that need no data.
+    fn fallback(&self) -> Option<Method> {
+        None
+    }
 }
 
 /// Serialises an optional N:M pattern as `"unstructured"` or `"N:M"`.

@@ -197,7 +197,11 @@ mod tests {
                 let h0 = r * width + col + (c - col) / hd * hd;
                 let ms = (0..hd).map(|j| (x[h0 + j] as f64).powi(2)).sum::<f64>() / hd as f64;
                 let want = x[i] as f64 / (ms + 1e-6).sqrt() * w[(c - col) % hd] as f64;
-                assert!((y[i] as f64 - want).abs() < 1e-5, "({r},{c}): {} vs {want}", y[i]);
+                assert!(
+                    (y[i] as f64 - want).abs() < 1e-5,
+                    "({r},{c}): {} vs {want}",
+                    y[i]
+                );
             }
         }
     }

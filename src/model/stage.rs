@@ -40,6 +40,9 @@ pub enum Stage {
 /// Per-expert state of an MoE block between `Mlp` and `Done`.
 struct ExpertsState {
     routed: Routed,
+    /// The MoE input of every token (what an expert's statistics see when the tap asks for
+    /// all tokens, [`Tap::all_expert_tokens`]).
+    all: Tensor<2>,
     idx: Vec<Option<Tensor<1, Int>>>,
     /// Gate/up input of each routed expert.
     inputs: Vec<Option<Tensor<2>>>,
@@ -168,8 +171,18 @@ impl DecoderBlock {
             }),
             (Stage::Experts | Stage::Down, Ffn::Moe(moe)) => {
                 let ex = experts(st)?;
+                let all = tap.all_expert_tokens();
                 for e in 0..moe.experts.len() {
                     match (st.stage, &ex.inputs[e], &ex.acts[e]) {
+                        // Calibrate all experts: every expert sees every token.
+                        (Stage::Experts, _, _) if all => {
+                            observe(tap, TapPoint::ExpertIn(e), || Ok(ex.all.clone()))?
+                        }
+                        (Stage::Down, _, _) if all => {
+                            observe(tap, TapPoint::ExpertDownIn(e), || {
+                                moe.experts[e].activation(ex.all.clone())
+                            })?
+                        }
                         (Stage::Experts, Some(xe), _) => {
                             observe(tap, TapPoint::ExpertIn(e), || Ok(xe.clone()))?
                         }
@@ -235,6 +248,7 @@ impl DecoderBlock {
                 st.x = None;
                 st.experts = Some(ExpertsState {
                     routed,
+                    all: x,
                     idx,
                     inputs,
                     acts: vec![None; n],

@@ -21,7 +21,8 @@ pub enum TapPoint {
     MlpDownIn,
     /// Output of down (dense MLP), before the residual add.
     MlpDownOut,
-    /// Input of gate/up of expert `e`: only the tokens routed to it.
+    /// Input of gate/up of expert `e`: the tokens routed to it (all tokens when the tap asks,
+    /// [`Tap::all_expert_tokens`]).
     ExpertIn(usize),
     /// Input of down of expert `e`.
     ExpertDownIn(usize),
@@ -60,6 +61,13 @@ pub trait Tap {
     fn wants(&self, point: TapPoint) -> bool;
     /// Called with the tensor at `point`.
     fn observe(&mut self, point: TapPoint, x: &Tensor<2>) -> Result<()>;
+    /// True when every expert's input points (`ExpertIn`, `ExpertDownIn`) should show every
+    /// token of the batch rather than only those routed to the expert ("calibrate all
+    /// experts"). Outputs (`ExpertDownOut`) and the block's result still come from the routed
+    /// tokens only.
+    fn all_expert_tokens(&self) -> bool {
+        false
+    }
     /// True when this tap wants MoE routing decisions.
     fn wants_routing(&self) -> bool {
         false

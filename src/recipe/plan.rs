@@ -98,6 +98,9 @@ pub struct CalibrationPlan {
     pub samples: usize,
     pub seq_len: usize,
     pub seed: u64,
+    /// MoE: each expert's statistics come from every calibration token, not only the routed
+    /// ones (recipe `calibration.calibrate_all_experts`, default true).
+    pub all_experts: bool,
 }
 
 /// One resolved step.
@@ -291,6 +294,7 @@ impl Ctx<'_> {
 
 fn resolve_calibration(ctx: &Ctx, c: &CalibrationSpec) -> Result<CalibrationPlan> {
     let seed = c.seed.unwrap_or(0);
+    let all_experts = c.calibrate_all_experts.unwrap_or(true);
     if let Some(0) = c.samples {
         return Err(ctx.err("calibration.samples", "samples must be at least 1"));
     }
@@ -306,6 +310,7 @@ fn resolve_calibration(ctx: &Ctx, c: &CalibrationSpec) -> Result<CalibrationPlan
             samples: c.samples.unwrap_or(DEFAULT_SAMPLES),
             seq_len: c.seq_len.unwrap_or(DEFAULT_SEQ_LEN),
             seed,
+            all_experts,
         }),
         (None, Some(ids)) => {
             let file = ctx.path_of(ids);
@@ -332,6 +337,7 @@ fn resolve_calibration(ctx: &Ctx, c: &CalibrationSpec) -> Result<CalibrationPlan
                 samples,
                 seq_len,
                 seed,
+                all_experts,
             })
         }
         (None, None) => Err(ctx.err(

@@ -75,6 +75,11 @@ pub struct CalibrationSpec {
     pub seq_len: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// MoE models: every expert's statistics see every calibration token (default `true`, as
+    /// llm-compressor's "calibrate all experts"); the block's output still uses only the routed
+    /// experts. `false`: an expert sees only the tokens routed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrate_all_experts: Option<bool>,
 }
 
 /// `propagate:`.

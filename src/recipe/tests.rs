@@ -98,7 +98,8 @@ fn resolves_defaults_and_paths() {
             source: CalibSource::Text(PathBuf::from("/r/recipes/cal.txt")),
             samples: 8,
             seq_len: 32,
-            seed: 3
+            seed: 3,
+            all_experts: true
         }
     );
     assert_eq!(

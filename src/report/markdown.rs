@@ -288,6 +288,43 @@ pub fn sections(r: &Report) -> Vec<Section> {
                 ),
         );
     }
+    if !r.experts.is_empty() {
+        let rows = r
+            .experts
+            .iter()
+            .map(|e| {
+                vec![
+                    e.block.to_string(),
+                    e.expert.to_string(),
+                    e.tokens_routed.to_string(),
+                    e.tokens_for_statistics.to_string(),
+                    if e.fallbacks.is_empty() {
+                        "–".into()
+                    } else {
+                        e.fallbacks.join("; ")
+                    },
+                ]
+            })
+            .collect();
+        out.push(
+            Section::new(2, "Experts")
+                .intro(
+                    "Calibration tokens per MoE expert: routed to it by the router, and used for \
+                     its statistics (every token when calibrating all experts). An expert with \
+                     no tokens for a data-driven step gets that step's data-free form.",
+                )
+                .table(
+                    &[
+                        "block",
+                        "expert",
+                        "tokens routed",
+                        "tokens for statistics",
+                        "data-free fallback",
+                    ],
+                    rows,
+                ),
+        );
+    }
     if let Some(a) = &r.allocation {
         let mut rows = Vec::new();
         if let Some(steps) = a.get("steps").and_then(|v| v.as_object()) {

@@ -201,6 +201,13 @@ pub(crate) mod tests {
                     warnings: vec![],
                 },
             ],
+            experts: vec![ExpertReport {
+                block: 0,
+                expert: 3,
+                tokens_routed: 0,
+                tokens_for_statistics: 0,
+                fallbacks: vec!["gptq → rtn (gate, up, down)".into()],
+            }],
             blocks: vec![
                 BlockTiming {
                     block: 0,

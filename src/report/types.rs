@@ -22,6 +22,10 @@ pub struct Report {
     /// One row per compressed linear, in model order.
     #[serde(default)]
     pub linears: Vec<LinearReport>,
+    /// MoE: one row per (block, expert) whose linears a step compressed: the calibration tokens
+    /// routed to it and used for its statistics, and any data-free fallback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub experts: Vec<ExpertReport>,
     /// Wall time per decoder block.
     #[serde(default)]
     pub blocks: Vec<BlockTiming>,
@@ -248,6 +252,22 @@ pub struct LinearReport {
     pub rel_error: Option<f64>,
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// How one MoE expert was calibrated.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExpertReport {
+    pub block: usize,
+    pub expert: usize,
+    /// Calibration tokens the router sent to this expert (top-k membership).
+    pub tokens_routed: u64,
+    /// Tokens its statistics were gathered on (all calibration tokens when calibrating all
+    /// experts; 0 for a data-free step alone).
+    pub tokens_for_statistics: u64,
+    /// Steps that fell back to their data-free form for lack of tokens, e.g.
+    /// `gptq → rtn (up, gate, down)`.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 /// Wall time of one decoder block.

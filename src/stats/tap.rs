@@ -22,6 +22,8 @@ pub struct StatsTap {
     keep_tokens: usize,
     /// Sequences in the batch being run (set by the caller before each forward).
     pub batch_seqs: usize,
+    /// Expert points see every token ([`Tap::all_expert_tokens`]).
+    pub all_experts: bool,
 }
 
 impl StatsTap {
@@ -46,6 +48,7 @@ impl StatsTap {
             kept: BTreeMap::new(),
             keep_tokens,
             batch_seqs: 1,
+            all_experts: false,
         }
     }
 
@@ -160,6 +163,10 @@ impl Tap for StatsTap {
 
     fn wants_routing(&self) -> bool {
         self.routing.is_some()
+    }
+
+    fn all_expert_tokens(&self) -> bool {
+        self.all_experts
     }
 
     fn observe_routing(&mut self, r: &RoutingDecision<'_>) -> Result<()> {

@@ -90,6 +90,12 @@ impl MethodSpec for Spec {
 }
 
 impl Compressor for Params {
+    fn fallback(&self) -> Option<crate::compress::Method> {
+        Some(crate::compress::Method::Rtn(crate::compress::rtn::Params {
+            scheme: self.scheme,
+        }))
+    }
+
     fn kind(&self) -> MethodKind {
         MethodKind::Quantize
     }

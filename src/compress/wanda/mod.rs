@@ -76,6 +76,16 @@ impl MethodSpec for Spec {
 }
 
 impl Compressor for Params {
+    fn fallback(&self) -> Option<crate::compress::Method> {
+        Some(crate::compress::Method::Magnitude(
+            crate::compress::magnitude::Params {
+                sparsity: self.sparsity,
+                pattern: self.pattern,
+                owl: self.owl.clone(),
+            },
+        ))
+    }
+
     fn kind(&self) -> MethodKind {
         MethodKind::Prune {
             pattern: self.pattern,

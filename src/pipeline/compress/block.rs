@@ -29,12 +29,26 @@ use crate::arch::LinearSlot;
 use crate::compress::quant::ScaleDtype;
 use crate::compress::{CompressedLinear, ExportHints, LinearInput};
 use crate::error::{PareError, Result};
-use crate::id::LinearId;
+use crate::id::{LinearId, LinearRole};
 use crate::matrix::Matrix;
 use crate::model::{DecoderBlock, Ffn, NoTap, Rope, Stage, TapPoint};
 use crate::pipeline::Progress;
 use crate::recipe::PlanStep;
+use crate::report::ExpertReport;
 use crate::stats::{StatKind, StatSet, Stats, StatsTap};
+
+/// The report row of expert `expert` of `block`, created on first use.
+fn expert_row(
+    rows: &mut BTreeMap<usize, ExpertReport>,
+    block: usize,
+    expert: usize,
+) -> &mut ExpertReport {
+    rows.entry(expert).or_insert_with(|| ExpertReport {
+        block,
+        expert,
+        ..ExpertReport::default()
+    })
+}
 
 /// One linear's journey through the recipe's steps (its weights live in the device block).
 pub struct LinearState {
@@ -52,10 +66,17 @@ pub struct LoopCtx<'a> {
     pub targeted: Vec<BTreeSet<LinearId>>,
     pub allocation: &'a Allocation,
     pub scale_dtype: ScaleDtype,
+    /// MoE: expert statistics see every calibration token (`calibrate_all_experts`).
+    pub all_experts: bool,
 }
 
 impl<'a> LoopCtx<'a> {
-    pub fn new(steps: &'a [PlanStep], allocation: &'a Allocation, scale_dtype: ScaleDtype) -> Self {
+    pub fn new(
+        steps: &'a [PlanStep],
+        allocation: &'a Allocation,
+        scale_dtype: ScaleDtype,
+        all_experts: bool,
+    ) -> Self {
         Self {
             steps,
             targeted: steps
@@ -64,6 +85,7 @@ impl<'a> LoopCtx<'a> {
                 .collect(),
             allocation,
             scale_dtype,
+            all_experts,
         }
     }
 
@@ -90,6 +112,8 @@ pub struct BlockJob<'a> {
     pub states: Vec<LinearState>,
     /// The first calibration rows at each compressed linear's input, for the error measurement.
     pub kept_inputs: BTreeMap<TapPoint, Matrix>,
+    /// MoE: how each expert with a compressed linear was calibrated, by expert index.
+    pub experts: BTreeMap<usize, ExpertReport>,
 }
 
 impl<'a> BlockJob<'a> {
@@ -125,6 +149,7 @@ impl<'a> BlockJob<'a> {
             block,
             states,
             kept_inputs: BTreeMap::new(),
+            experts: BTreeMap::new(),
         })
     }
 
@@ -161,7 +186,8 @@ impl<'a> BlockJob<'a> {
         for &i in group {
             let s = &self.states[i];
             let need = self.ctx.needs(s.slot.id);
-            wants_routing |= need.contains(StatKind::Routing);
+            // Routing counts go into the report's expert table whenever an expert is compressed.
+            wants_routing |= need.contains(StatKind::Routing) || s.slot.id.role.is_expert();
             let e = points
                 .entry(s.point)
                 .or_insert((s.slot.cols, StatSet::EMPTY));
@@ -169,7 +195,9 @@ impl<'a> BlockJob<'a> {
             keep.insert(s.point, s.slot.cols);
         }
         let experts = self.experts().filter(|_| routing && wants_routing);
-        StatsTap::new(points, experts, keep, ERROR_TOKENS)
+        let mut tap = StatsTap::new(points, experts, keep, ERROR_TOKENS);
+        tap.all_experts = self.ctx.all_experts;
+        tap
     }
 
     /// Applies every step, in order, to each linear of `group` in turn with the gathered `stats`,
@@ -206,6 +234,56 @@ impl<'a> BlockJob<'a> {
                 let cur = current
                     .take()
                     .unwrap_or_else(|| CompressedLinear::dense(original.clone()));
+                // An expert whose input saw no calibration token has no statistics: the step's
+                // data-free form compresses it instead (never a zeroed expert).
+                let tokens = stats.point(st.point).map_or(0, |p| p.n_tokens);
+                let needs_data = !step.method.compressor().stats().per_point().is_empty();
+                let fallback = match (needs_data && tokens == 0, id.role) {
+                    (true, LinearRole::Expert { index, .. }) => {
+                        step.method.compressor().fallback().map(|m| (index, m))
+                    }
+                    _ => None,
+                };
+                if let LinearRole::Expert { index, part } = id.role {
+                    let row = expert_row(&mut self.experts, id.block, index);
+                    row.tokens_for_statistics = row.tokens_for_statistics.max(tokens as u64);
+                    if let Ok(r) = stats.routing() {
+                        row.tokens_routed = r.tokens.get(index).copied().unwrap_or(0);
+                    }
+                    if let Some((_, m)) = &fallback {
+                        let what = format!("{} → {}", step.method.name(), m.name());
+                        let part = part.name();
+                        match row.fallbacks.iter_mut().find(|f| f.starts_with(&what)) {
+                            Some(f) => {
+                                f.truncate(f.len() - 1);
+                                f.push_str(&format!(", {part})"));
+                            }
+                            None => {
+                                // Once per expert and step; each linear's row carries the note.
+                                progress.warn(&format!(
+                                    "blocks.{}.moe.experts.{index}: {}: no calibration token \
+                                     reached this expert; its linears use the data-free {} instead",
+                                    id.block,
+                                    step.name,
+                                    m.name()
+                                ));
+                                row.fallbacks.push(format!("{what} ({part})"));
+                            }
+                        }
+                    }
+                }
+                let method = match &fallback {
+                    Some((index, m)) => {
+                        st.notes.push(format!(
+                            "{}: expert {index} saw no calibration token; compressed by its \
+                             data-free form {} instead",
+                            step.name,
+                            m.name()
+                        ));
+                        m
+                    }
+                    None => &step.method,
+                };
                 let input = LinearInput {
                     id,
                     original: &original,
@@ -215,8 +293,7 @@ impl<'a> BlockJob<'a> {
                     settings: &settings,
                     scale_dtype: ctx.scale_dtype,
                 };
-                let out = step
-                    .method
+                let out = method
                     .compressor()
                     .compress(&input)
                     .map_err(|e| e.in_layer(id))?;
@@ -225,7 +302,10 @@ impl<'a> BlockJob<'a> {
                 }
                 current = Some(out.linear);
                 st.hints = out.hints;
-                st.methods.push(step.name.clone());
+                st.methods.push(match &fallback {
+                    Some((_, m)) => format!("{} (fallback: {})", step.name, m.name()),
+                    None => step.name.clone(),
+                });
                 st.notes.extend(out.notes);
             }
             let c = current.unwrap_or_else(|| CompressedLinear::dense(original.clone()));
@@ -343,9 +423,8 @@ impl<'a> BlockJob<'a> {
     fn routing_tap(&self, stage: Stage) -> StatsTap {
         let wanted = stage == Stage::Mlp
             && self.group(None).iter().any(|&i| {
-                self.ctx
-                    .needs(self.states[i].slot.id)
-                    .contains(StatKind::Routing)
+                let id = self.states[i].slot.id;
+                id.role.is_expert() || self.ctx.needs(id).contains(StatKind::Routing)
             });
         StatsTap::new(
             BTreeMap::new(),

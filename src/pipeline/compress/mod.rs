@@ -150,7 +150,12 @@ pub fn compress(
         .chunks(runner.batch.max(1))
         .map(|c| runner.ends.embed(c))
         .collect::<Result<_>>()?;
-    let ctx = LoopCtx::new(&plan.steps, allocation, ScaleDtype::from(dtype));
+    let ctx = LoopCtx::new(
+        &plan.steps,
+        allocation,
+        ScaleDtype::from(dtype),
+        plan.calibration.all_experts,
+    );
     let mut report = Report::default();
     let mut export_state = export::ExportState::new(plan.export.format, dtype);
 
@@ -186,6 +191,9 @@ pub fn compress(
                 progress,
             )?;
         }
+        report
+            .experts
+            .extend(std::mem::take(&mut job.experts).into_values());
         drop(job);
         // The block's weights and per-batch buffers are free now; hand their pages back
         // before the next block allocates its own (see crate::mem).
