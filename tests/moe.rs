@@ -154,3 +154,159 @@ fn expert_calibration_beats_the_data_free_forms() {
         assert!(s < m, "all={all}: sparsegpt {s} vs magnitude {m}");
     }
 }
+
+/// A recipe with a 32 × 256 calibration of the shipped training text, `steps` (YAML list items)
+/// and an evaluation on the shipped validation text (first 50 windows of 256).
+fn recipe_with(dir: &Path, name: &str, steps: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration");
+    let p = dir.join(format!("{name}.yaml"));
+    let y = format!(
+        "calibration: {{ text: {}, samples: 32, seq_len: 256, seed: 0 }}\nsteps:\n{steps}\
+         export: {{ format: dense }}\n\
+         eval: {{ text: {}, seq_len: 256, max_windows: 50, kld: true }}\n",
+        root.join("tinystories-train-head.txt").display(),
+        root.join("tinystories-valid-head.txt").display(),
+    );
+    std::fs::write(&p, y).expect("write recipe");
+    p
+}
+
+/// 25% expert pruning of tiny-mixtral (8 → 6 per block): the config says 6 experts, the router
+/// keeps the kept experts' rows, expert `i` of the output is the kept original expert
+/// `kept[i]` byte for byte, and the perplexity pare reports equals transformers' on the same
+/// checkpoint (tests/golden/expert-prune-tiny-mixtral.json, tools/expert_prune_check.py).
+/// REAP's saliency beats routing frequency and a random choice on mean KLD.
+#[test]
+fn expert_pruning_writes_a_checkpoint_transformers_loads() {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/golden/expert-prune-tiny-mixtral.json"),
+        )
+        .expect("golden"),
+    )
+    .expect("parse golden");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut kld = Vec::new();
+    for saliency in ["reap", "frequency", "random"] {
+        let r = recipe_with(
+            tmp.path(),
+            saliency,
+            &format!("  - expert-prune: {{ fraction: 0.25, saliency: {saliency} }}\n"),
+        );
+        let out = tmp.path().join(format!("out-{saliency}"));
+        let o = compress(&[], &model_dir("tiny-mixtral"), &r, &out);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("report.json")).expect("report"),
+        )
+        .expect("parse report");
+        kld.push(mean_kld(&report));
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("config.json")).expect("config"),
+        )
+        .expect("parse config");
+        assert_eq!(cfg["num_local_experts"], 6);
+        let kept: Vec<Vec<usize>> = report["expert_pruning"]
+            .as_array()
+            .expect("expert_pruning")
+            .iter()
+            .map(|p| serde_json::from_value(p["kept"].clone()).expect("kept"))
+            .collect();
+        assert_eq!(kept.len(), 4);
+        let (src, dst) = (
+            model_dir("tiny-mixtral").join("model.safetensors"),
+            out.join("model.safetensors"),
+        );
+        let bytes = std::fs::read(&dst).expect("output");
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("output safetensors");
+        for (b, kept) in kept.iter().enumerate() {
+            assert_eq!(kept.len(), 6);
+            let m = format!("model.layers.{b}.block_sparse_moe");
+            assert!(st.tensor(&format!("{m}.experts.6.w1.weight")).is_err());
+            let router = read_tensor(&dst, &format!("{m}.gate.weight"));
+            let orig = read_tensor(&src, &format!("{m}.gate.weight"));
+            assert_eq!(router.shape, vec![6, 256]);
+            for (i, &k) in kept.iter().enumerate() {
+                assert_eq!(
+                    router.values[i * 256..(i + 1) * 256],
+                    orig.values[k * 256..(k + 1) * 256]
+                );
+                for w in ["w1", "w2", "w3"] {
+                    let a = read_tensor(&dst, &format!("{m}.experts.{i}.{w}.weight"));
+                    let o = read_tensor(&src, &format!("{m}.experts.{k}.{w}.weight"));
+                    assert!(a.values == o.values, "block {b} expert {i} ({k}) {w}");
+                }
+            }
+        }
+        if saliency == "reap" {
+            let want: Vec<Vec<usize>> =
+                serde_json::from_value(golden["kept"].clone()).expect("golden kept");
+            assert_eq!(kept, want);
+            let ppl = report["quality"]["perplexity"]["ppl"]
+                .as_f64()
+                .expect("ppl");
+            let t = golden["transformers_ppl"]
+                .as_f64()
+                .expect("transformers_ppl");
+            assert!((ppl - t).abs() / t < 1e-5, "pare {ppl} vs transformers {t}");
+        }
+    }
+    eprintln!(
+        "expert pruning 25%: mean KLD reap {:.5} frequency {:.5} random {:.5}",
+        kld[0], kld[1], kld[2]
+    );
+    assert!(kld[0] < kld[1] && kld[0] < kld[2], "{kld:?}");
+}
+
+/// Bad expert-prune recipes are refused naming the key: a dense model, a fraction out of range,
+/// too few experts left for top-k, a router left out.
+#[test]
+fn expert_prune_recipe_errors_name_the_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (i, (model, step, needle)) in [
+        (
+            "tiny-llama",
+            "expert-prune: { fraction: 0.25 }",
+            "steps[0].expert-prune: expert-prune removes MoE experts",
+        ),
+        (
+            "tiny-mixtral",
+            "expert-prune: { fraction: 1.5 }",
+            "steps[0].expert-prune.fraction",
+        ),
+        (
+            "tiny-mixtral",
+            "expert-prune: { fraction: 0.9 }",
+            "num_experts_per_tok",
+        ),
+        (
+            "tiny-mixtral",
+            "expert-prune: { fraction: 0.25, saliency: big }",
+            "unknown saliency",
+        ),
+        (
+            "tiny-mixtral",
+            r#"expert-prune: { fraction: 0.25, targets: ["blocks.0.moe.router"] }"#,
+            "must prune every MoE block",
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = recipe_with(tmp.path(), &format!("e{i}"), &format!("  - {step}\n"));
+        let o = compress(
+            &[],
+            &model_dir(model),
+            &r,
+            &tmp.path().join(format!("o{i}")),
+        );
+        let (_, se) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{step}: {se}");
+        assert!(se.contains(needle), "{step}: {se}");
+        assert!(
+            !tmp.path().join(format!("o{i}")).exists(),
+            "{step}: output left behind"
+        );
+    }
+}

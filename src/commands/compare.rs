@@ -2,8 +2,9 @@
 //! each written to OUT/<recipe stem>/, gathered into OUT/comparison.{json,md,html}.
 //!
 //! Shared settings, so that the runs differ only in their steps, propagation and export:
-//! - **Calibration**: the first recipe's `calibration` block is used for every recipe (the
-//!   others' calibration blocks are ignored).
+//! - **Calibration**: the first recipe's `calibration` data (text or ids, samples, seq_len,
+//!   seed) is used for every recipe (the others' are ignored); each recipe keeps its own
+//!   `calibrate_all_experts`.
 //! - **Evaluation**: the first recipe's `eval` block is used for every recipe; `--text` replaces
 //!   its text (with no eval block, the window is min(max_position_embeddings, 512) and every
 //!   window is scored). KL-divergence against the input model is always on. `--tasks` are added
@@ -283,9 +284,13 @@ fn plan_jobs(req: &CompareRequest, runner: &ModelRunner) -> Result<Vec<Job>> {
     plans
         .into_iter()
         .map(|(stem, recipe_path, mut plan)| {
-            plan.calibration = calibration.clone();
+            // The data is shared; how MoE experts are calibrated on it stays each recipe's.
+            plan.calibration = CalibrationPlan {
+                all_experts: plan.calibration.all_experts,
+                ..calibration.clone()
+            };
             plan.eval = Some(eval.clone());
-            plan.recipe.calibration = calibration_spec(&calibration);
+            plan.recipe.calibration = calibration_spec(&plan.calibration);
             plan.recipe.eval = Some(eval_spec(&eval));
             let text = format!(
                 "# applied by pare compare from {}: calibration and eval shared by every run\n{}",

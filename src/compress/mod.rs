@@ -96,4 +96,5 @@ crate::registry! {
     Rtn => rtn,
     Gptq => gptq,
     FineQuant => finequant,
+    ExpertPrune => expert_prune,
 }

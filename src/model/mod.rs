@@ -208,6 +208,30 @@ impl Linear {
         )
     }
 
+    /// A linear holding only the output features `rows` (in that order), with their biases.
+    pub fn select_rows(&self, rows: &[usize]) -> Result<Linear> {
+        let d_in = self.w.cols;
+        let mut data = Vec::with_capacity(rows.len() * d_in);
+        for &r in rows {
+            if r >= self.w.rows {
+                return Err(PareError::Internal(format!(
+                    "select_rows: row {r} of a linear with {} outputs",
+                    self.w.rows
+                )));
+            }
+            data.extend_from_slice(self.w.row(r));
+        }
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|b| rows.iter().map(|&r| b[r]).collect());
+        Ok(Linear::owned(
+            Matrix::from_vec(rows.len(), d_in, data),
+            bias,
+            &self.device,
+        ))
+    }
+
     /// Replaces output features `offset..offset + w.rows` with `w` (`[rows, in]`).
     pub fn set_rows(&mut self, offset: usize, w: &Matrix) -> Result<()> {
         let (d_out, d_in) = (self.w.rows, self.w.cols);

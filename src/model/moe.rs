@@ -51,6 +51,30 @@ impl Routed {
 }
 
 impl Moe {
+    /// Keeps only the experts `kept` (strictly ascending original indices), renumbered in that order,
+    /// and the matching router rows: the router's softmax then runs over the kept experts.
+    pub fn retain_experts(&mut self, kept: &[usize]) -> Result<()> {
+        let n = self.experts.len();
+        if kept.len() < self.top_k
+            || kept.iter().any(|&e| e >= n)
+            || kept.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(crate::error::PareError::Internal(format!(
+                "retain_experts: cannot keep {kept:?} of {n} experts with top-{}",
+                self.top_k
+            )));
+        }
+        self.router = self.router.select_rows(kept)?;
+        let all = std::mem::take(&mut self.experts);
+        self.experts = all
+            .into_iter()
+            .enumerate()
+            .filter(|(e, _)| kept.contains(e))
+            .map(|(_, m)| m)
+            .collect();
+        Ok(())
+    }
+
     /// Routes every token of `x` `[tokens, hidden]` to its top-k experts.
     pub fn route(&self, x: Tensor<2>) -> Result<Routed> {
         let t = x.dims()[0];

@@ -147,9 +147,12 @@ pub enum Sequential {
 impl Sequential {
     /// The default for `steps`: `block` when any step prunes (the reference ordering wins for
     /// pruning on stories260k and tiny-llama, see the README's table), `linear` otherwise (it
-    /// wins for GPTQ).
+    /// wins for GPTQ). Expert pruning does not count.
     pub fn default_for(steps: &[PlanStep]) -> Sequential {
-        if steps.iter().any(|s| !s.quantises()) {
+        // Expert pruning removes whole experts before a block's other steps: it does not
+        // choose their ordering.
+        let orders = |s: &&PlanStep| !matches!(s.method, crate::compress::Method::ExpertPrune(_));
+        if steps.iter().filter(orders).any(|s| !s.quantises()) {
             Sequential::Block
         } else {
             Sequential::Linear
@@ -505,6 +508,17 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
 fn resolve_step(ctx: &Ctx, index: usize, step: &Step) -> Result<PlanStep> {
     let name = step.name();
     let key = format!("steps[{index}].{name}");
+    if matches!(step, Step::ExpertPrune(_))
+        && !ctx
+            .linears
+            .iter()
+            .any(|l| l.id.role == crate::id::LinearRole::Router)
+    {
+        return Err(ctx.err(
+            key,
+            "expert-prune removes MoE experts, and this model has none (no router)",
+        ));
+    }
     let (tg, ig) = step.selection();
     let targets = targets::select(tg, ig.unwrap_or(&[]), ctx.linears).map_err(|e| {
         let at = match e.index {

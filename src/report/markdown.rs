@@ -325,6 +325,30 @@ pub fn sections(r: &Report) -> Vec<Section> {
                 ),
         );
     }
+    if !r.expert_pruning.is_empty() {
+        let rows = r
+            .expert_pruning
+            .iter()
+            .map(|p| {
+                let removed: Vec<String> = (0..p.scores.len())
+                    .filter(|e| !p.kept.contains(e))
+                    .map(|e| e.to_string())
+                    .collect();
+                let kept: Vec<String> = p.kept.iter().map(|e| e.to_string()).collect();
+                vec![
+                    p.block.to_string(),
+                    p.saliency.clone(),
+                    kept.join(", "),
+                    removed.join(", "),
+                ]
+            })
+            .collect();
+        out.push(
+            Section::new(2, "Expert pruning")
+                .intro("Original expert indices; the output renumbers the kept experts in order.")
+                .table(&["block", "saliency", "kept", "removed"], rows),
+        );
+    }
     if let Some(a) = &r.allocation {
         let mut rows = Vec::new();
         if let Some(steps) = a.get("steps").and_then(|v| v.as_object()) {

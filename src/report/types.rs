@@ -26,6 +26,10 @@ pub struct Report {
     /// routed to it and used for its statistics, and any data-free fallback.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub experts: Vec<ExpertReport>,
+    /// Static expert pruning: per MoE block, the experts kept (original indices) and the
+    /// saliencies they were ranked by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expert_pruning: Vec<ExpertPruneReport>,
     /// Wall time per decoder block.
     #[serde(default)]
     pub blocks: Vec<BlockTiming>,
@@ -252,6 +256,19 @@ pub struct LinearReport {
     pub rel_error: Option<f64>,
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// The experts one MoE block kept.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExpertPruneReport {
+    pub block: usize,
+    /// `reap`, `frequency` or `random`.
+    pub saliency: String,
+    /// Original indices of the kept experts; kept expert `i` of the output is `kept[i]`.
+    pub kept: Vec<usize>,
+    /// Per original expert: its saliency, and the calibration tokens routed to it.
+    pub scores: Vec<f64>,
+    pub tokens_routed: Vec<u64>,
 }
 
 /// How one MoE expert was calibrated.

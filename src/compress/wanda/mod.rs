@@ -81,7 +81,7 @@ impl Compressor for Params {
             crate::compress::magnitude::Params {
                 sparsity: self.sparsity,
                 pattern: self.pattern,
-                owl: self.owl.clone(),
+                owl: self.owl,
             },
         ))
     }

@@ -27,7 +27,7 @@ use super::{ERROR_TOKENS, Sink};
 use crate::allocate::Allocation;
 use crate::arch::LinearSlot;
 use crate::compress::quant::ScaleDtype;
-use crate::compress::{CompressedLinear, ExportHints, LinearInput};
+use crate::compress::{CompressedLinear, ExportHints, LinearInput, Method};
 use crate::error::{PareError, Result};
 use crate::id::{LinearId, LinearRole};
 use crate::matrix::Matrix;
@@ -52,7 +52,11 @@ fn expert_row(
 
 /// One linear's journey through the recipe's steps (its weights live in the device block).
 pub struct LinearState {
+    /// The linear as the output names it.
     pub slot: LinearSlot,
+    /// Its id in the model as read (the plan's targets and the allocation use it); differs from
+    /// `slot.id` for experts renumbered by expert pruning.
+    pub orig: LinearId,
     pub point: TapPoint,
     /// Steps applied, by name.
     pub methods: Vec<String>,
@@ -117,17 +121,17 @@ pub struct BlockJob<'a> {
 }
 
 impl<'a> BlockJob<'a> {
-    /// A job for `block` (its linears described by `slots`); the linears no step targets are
-    /// written to `sink` at once.
+    /// A job for `block` (its linears described by `slots`, each with its id in the model as
+    /// read); the linears no step targets are written to `sink` at once.
     pub fn new(
         ctx: &'a LoopCtx<'a>,
         mut block: DecoderBlock,
-        slots: Vec<LinearSlot>,
+        slots: Vec<(LinearSlot, LinearId)>,
         sink: &mut Sink<'_>,
     ) -> Result<Self> {
         let mut states = Vec::with_capacity(slots.len());
-        for slot in slots {
-            if !ctx.targets(slot.id) {
+        for (slot, orig) in slots {
+            if !ctx.targets(orig) {
                 let w = block.linear_weight(slot.id.role)?;
                 sink.write(
                     &slot,
@@ -139,6 +143,7 @@ impl<'a> BlockJob<'a> {
             states.push(LinearState {
                 point: TapPoint::input_of(slot.id.role),
                 slot,
+                orig,
                 methods: Vec::new(),
                 notes: Vec::new(),
                 hints: ExportHints::default(),
@@ -158,7 +163,7 @@ impl<'a> BlockJob<'a> {
         (0..self.states.len())
             .filter(|&i| {
                 let s = &self.states[i];
-                self.ctx.targets(s.slot.id) && points.is_none_or(|p| p.contains(&s.point))
+                self.ctx.targets(s.orig) && points.is_none_or(|p| p.contains(&s.point))
             })
             .collect()
     }
@@ -167,7 +172,7 @@ impl<'a> BlockJob<'a> {
     pub fn needs_data(&self) -> bool {
         self.group(None)
             .iter()
-            .any(|&i| !self.ctx.needs(self.states[i].slot.id).is_empty())
+            .any(|&i| !self.ctx.needs(self.states[i].orig).is_empty())
     }
 
     fn experts(&self) -> Option<usize> {
@@ -185,7 +190,7 @@ impl<'a> BlockJob<'a> {
         let mut wants_routing = false;
         for &i in group {
             let s = &self.states[i];
-            let need = self.ctx.needs(s.slot.id);
+            let need = self.ctx.needs(s.orig);
             // Routing counts go into the report's expert table whenever an expert is compressed.
             wants_routing |= need.contains(StatKind::Routing) || s.slot.id.role.is_expert();
             let e = points
@@ -212,7 +217,7 @@ impl<'a> BlockJob<'a> {
     ) -> Result<()> {
         let ctx = self.ctx;
         for &i in group {
-            let id = self.states[i].slot.id;
+            let (id, orig) = (self.states[i].slot.id, self.states[i].orig);
             let original = self
                 .block
                 .linear_weight(id.role)
@@ -220,10 +225,11 @@ impl<'a> BlockJob<'a> {
             let mut current: Option<CompressedLinear> = None;
             let st = &mut self.states[i];
             for (si, (step, targets)) in ctx.steps.iter().zip(&ctx.targeted).enumerate() {
-                if !targets.contains(&id) {
+                // Expert pruning ran before this block's steps (it removes whole experts).
+                if !targets.contains(&orig) || matches!(step.method, Method::ExpertPrune(_)) {
                     continue;
                 }
-                let settings = ctx.allocation.settings(si, id);
+                let settings = ctx.allocation.settings(si, orig);
                 if settings.protect {
                     let note = format!("{}: protected, left unchanged", step.name);
                     if !st.notes.contains(&note) {
@@ -423,8 +429,8 @@ impl<'a> BlockJob<'a> {
     fn routing_tap(&self, stage: Stage) -> StatsTap {
         let wanted = stage == Stage::Mlp
             && self.group(None).iter().any(|&i| {
-                let id = self.states[i].slot.id;
-                id.role.is_expert() || self.ctx.needs(id).contains(StatKind::Routing)
+                let s = &self.states[i];
+                s.slot.id.role.is_expert() || self.ctx.needs(s.orig).contains(StatKind::Routing)
             });
         StatsTap::new(
             BTreeMap::new(),

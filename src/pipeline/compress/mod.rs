@@ -33,6 +33,7 @@ use crate::recipe::{CalibSource, Plan, Propagate, Sequential};
 use crate::report::{BlockTiming, CalibrationInfo, LinearReport, Report};
 
 mod block;
+mod experts;
 mod export;
 mod metrics;
 
@@ -70,7 +71,7 @@ impl Sink<'_> {
             .plan
             .steps
             .iter()
-            .filter(|s| s.targets.contains(&st.slot.id))
+            .filter(|s| s.targets.contains(&st.orig))
             .find_map(|s| s.pattern());
         self.report.linears.push(LinearReport {
             id: st.slot.id.to_string(),
@@ -120,6 +121,51 @@ pub fn load_calibration(runner: &ModelRunner, plan: &Plan) -> Result<Calibration
     }
 }
 
+/// The plan's expert-pruning step, if any, with the architecture of the output (fewer experts
+/// per MoE block). It must target every MoE router (the config has one expert count) and keep
+/// at least `num_experts_per_tok` experts.
+fn expert_pruning(
+    runner: &ModelRunner,
+    plan: &Plan,
+) -> Result<
+    Option<(
+        crate::compress::expert_prune::Params,
+        crate::arch::Architecture,
+    )>,
+> {
+    use crate::compress::Method;
+    let mut found = plan.steps.iter().filter_map(|s| match &s.method {
+        Method::ExpertPrune(p) => Some((s, p)),
+        _ => None,
+    });
+    let Some((step, p)) = found.next() else {
+        return Ok(None);
+    };
+    let err = |m: String| crate::PareError::recipe(&plan.recipe_path, step.key.clone(), m);
+    if found.next().is_some() {
+        return Err(err("expert-prune may appear once in a recipe".into()));
+    }
+    let cfg = runner.cfg();
+    let routers: Vec<crate::id::LinearId> = (0..cfg.num_layers)
+        .filter(|&b| cfg.is_moe_block(b))
+        .map(|b| crate::id::LinearId::new(b, crate::id::LinearRole::Router))
+        .collect();
+    if let Some(r) = routers.iter().find(|r| !step.targets.contains(r)) {
+        return Err(err(format!(
+            "`{r}` is not targeted: config.json holds one expert count, so expert-prune must prune every MoE block (target `blocks.*.moe.router`)"
+        )));
+    }
+    if p.kept < cfg.experts_per_token {
+        return Err(err(format!(
+            "fraction {} keeps {} of {} experts, fewer than num_experts_per_tok {}",
+            p.fraction, p.kept, p.experts, cfg.experts_per_token
+        )));
+    }
+    let mut out = cfg.clone();
+    out.num_experts = p.kept;
+    Ok(Some((p.clone(), crate::arch::Architecture::new(out))))
+}
+
 /// Compresses `runner`'s model with `plan` and the pre-decided `allocation`, writing into
 /// `out`.
 pub fn compress(
@@ -158,6 +204,7 @@ pub fn compress(
     );
     let mut report = Report::default();
     let mut export_state = export::ExportState::new(plan.export.format, dtype);
+    let pruning = expert_pruning(runner, plan)?;
 
     progress.start("compress", cfg.num_layers as u64);
     for b in 0..cfg.num_layers {
@@ -168,7 +215,23 @@ pub fn compress(
             .read_block(&runner.store, b, runner.qcfg.as_ref())?;
         // From here the block's weights live once, in `device_block` (on the host, the CPU
         // kernels compute from that copy): the host read is moved in.
-        let (device_block, slots) = runner.arch.into_block(weights, &runner.device)?;
+        let (mut device_block, slots) = runner.arch.into_block(weights, &runner.device)?;
+        let slots = match &pruning {
+            Some((params, out_arch)) if cfg.is_moe_block(b) => {
+                let (slots, r) = experts::prune(
+                    &mut device_block,
+                    slots,
+                    out_arch,
+                    b,
+                    params,
+                    &hidden,
+                    &rope,
+                )?;
+                report.expert_pruning.push(r);
+                slots
+            }
+            _ => slots.into_iter().map(|s| (s.clone(), s.id)).collect(),
+        };
         let mut sink = Sink {
             writer: &mut writer,
             export: &mut export_state,
@@ -217,7 +280,16 @@ pub fn compress(
             },
         )?;
     }
-    let config = export_state.config_json(&cfg.raw, plan, allocation, &calib)?;
+    let mut config = export_state.config_json(&cfg.raw, plan, allocation, &calib)?;
+    if let (Some((p, _)), Some(obj)) = (&pruning, config.as_object_mut()) {
+        // transformers 5 writes `num_local_experts`, transformers 4 `num_experts`: edit those
+        // present.
+        for key in ["num_local_experts", "num_experts"] {
+            if obj.contains_key(key) {
+                obj.insert(key.into(), p.kept.into());
+            }
+        }
+    }
     let tokenizer_files: Vec<PathBuf> = [
         "tokenizer.json",
         "tokenizer_config.json",
