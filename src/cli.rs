@@ -39,10 +39,26 @@ pub enum Command {
     Eval(EvalArgs),
     /// Run several recipes on one model and compare them side by side.
     Compare(CompareArgs),
-    /// Show a checkpoint's architecture and every linear layer.
+    /// Show a checkpoint's architecture and every linear layer; with `--super-experts`, profile
+    /// the MoE experts' down_proj outputs on calibration text and list the super experts.
     Inspect {
         /// Model directory (Hugging Face layout).
         dir: PathBuf,
+        /// Run the Super-Experts profile (arXiv 2507.23279) on `--calib` text.
+        #[arg(long, requires = "calib")]
+        super_experts: bool,
+        /// Calibration text for `--super-experts` (random windows of it).
+        #[arg(long)]
+        calib: Option<PathBuf>,
+        /// Calibration windows.
+        #[arg(long, default_value_t = 128)]
+        samples: usize,
+        /// Tokens per calibration window.
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        /// Seed of the window sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// List the sparsity patterns and quantisation formats pare knows.
     Formats,

@@ -231,3 +231,76 @@ impl std::fmt::Display for Inspection {
         Ok(())
     }
 }
+
+/// `pare inspect --super-experts`: the Super-Experts profile of `runner`'s model on `calib`
+/// (one streamed dense forward; see [`crate::allocate::super_experts`]).
+pub fn super_experts(
+    runner: &crate::pipeline::ModelRunner,
+    calib: &crate::calib::CalibrationSet,
+    progress: &dyn crate::pipeline::Progress,
+) -> Result<crate::allocate::super_experts::SuperExpertProfile> {
+    use crate::allocate::super_experts::SuperExperts;
+    let profiler = SuperExperts::new(runner.cfg().num_layers, false);
+    let found = profiler.found.clone();
+    let mut profilers: Vec<Box<dyn crate::allocate::Profiler>> = vec![Box::new(profiler)];
+    crate::pipeline::profile::profile_calibration(runner, calib, &mut profilers, progress)?;
+    let mut allocation = crate::allocate::Allocation::default();
+    for p in profilers {
+        p.finish(&mut allocation)?;
+    }
+    Ok(found.take())
+}
+
+/// The profile as text: the rule's thresholds, the super experts, the largest expert peaks and
+/// the dense blocks' largest down_proj channels.
+pub fn super_experts_text(p: &crate::allocate::super_experts::SuperExpertProfile) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "super experts (max |down_proj output| > P99.5 = {:.4} and > floor(max/10) = {}, blocks < {}):",
+        p.p99_5, p.tenth_of_max, p.blocks_below
+    );
+    if p.peaks.is_empty() {
+        let _ = writeln!(s, "  none: the model has no MoE experts in those blocks");
+    } else if p.super_experts.is_empty() {
+        let _ = writeln!(s, "  none");
+    }
+    for e in &p.super_experts {
+        let _ = writeln!(
+            s,
+            "  blocks.{}.moe.experts.{}  max |out| {:.4}",
+            e.block, e.expert, e.max_abs_out
+        );
+    }
+    let mut peaks = p.peaks.clone();
+    peaks.sort_by(|a, b| b.max_abs_out.total_cmp(&a.max_abs_out));
+    if !peaks.is_empty() {
+        let _ = writeln!(s, "largest expert peaks:");
+        for e in peaks.iter().take(8) {
+            let _ = writeln!(
+                s,
+                "  blocks.{}.moe.experts.{}  {:.4}",
+                e.block, e.expert, e.max_abs_out
+            );
+        }
+    }
+    if !p.dense_channels.is_empty() {
+        let _ = writeln!(
+            s,
+            "dense down_proj outputs (massive: > 100 and > 1000 × the median channel max):"
+        );
+        for c in &p.dense_channels {
+            let _ = writeln!(
+                s,
+                "  blocks.{}.mlp.down  channel {}  max |out| {:.4}  median {:.4}{}",
+                c.block,
+                c.channel,
+                c.max_abs_out,
+                c.median_channel_max,
+                if c.massive { "  massive" } else { "" }
+            );
+        }
+    }
+    s
+}

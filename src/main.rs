@@ -123,7 +123,30 @@ fn run(cli: Cli) -> Result<String> {
     };
     let device = || pare::model::parse_device(&cli.device);
     match cli.command {
-        Command::Inspect { dir } => {
+        Command::Inspect {
+            dir,
+            super_experts: true,
+            calib: Some(calib),
+            samples,
+            seq_len,
+            seed,
+        } => {
+            let runner = pare::pipeline::ModelRunner::open(&dir, &device()?)?;
+            let calib = pare::calib::CalibrationSet::from_text(
+                &calib,
+                &runner.tokenizer,
+                samples,
+                seq_len,
+                seed,
+            )?;
+            let profile = pare::inspect::super_experts(&runner, &calib, &progress)?;
+            out = if cli.json {
+                json(&profile)?
+            } else {
+                pare::inspect::super_experts_text(&profile)
+            };
+        }
+        Command::Inspect { dir, .. } => {
             let info = pare::inspect::inspect(&dir)?;
             if cli.json {
                 out = json(&info)?

@@ -310,3 +310,161 @@ fn expert_prune_recipe_errors_name_the_key() {
         );
     }
 }
+
+/// Copies tiny-mixtral into `dst`, multiplying the bf16 tensor `name` by `scale` (0 zeroes it).
+fn mixtral_with_scaled(dst: &Path, name: &str, scale: f32) {
+    common::copy_model(&model_dir("tiny-mixtral"), dst);
+    scale_tensor(&dst.join("model.safetensors"), name, scale);
+}
+
+/// Rewrites the safetensors `file` with its bf16 tensor `name` multiplied by `scale`.
+fn scale_tensor(file: &Path, name: &str, scale: f32) {
+    let bytes = std::fs::read(file).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (n, t) in st.tensors() {
+        let mut data = t.data().to_vec();
+        if n == name {
+            assert_eq!(t.dtype(), safetensors::Dtype::BF16);
+            for c in data.chunks_exact_mut(2) {
+                let v = half::bf16::from_le_bytes([c[0], c[1]]).to_f32() * scale;
+                c.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes());
+            }
+        }
+        owned.push((n.to_string(), t.dtype(), t.shape().to_vec(), data));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view"),
+            )
+        })
+        .collect();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    std::fs::write(
+        file,
+        safetensors::serialize(views, Some(meta)).expect("serialize"),
+    )
+    .expect("write");
+}
+
+/// A planted super expert: tiny-mixtral with block 1 expert 6's (often routed) down_proj scaled 40×, so that
+/// its output peaks far above every other expert's. The profile finds exactly that expert;
+/// zeroing its down_proj costs far more KLD than zeroing another expert's; and
+/// `protect: [super-experts]` keeps its linears byte-identical through a 50% Wanda step that
+/// prunes every other expert.
+#[test]
+fn a_planted_super_expert_is_found_and_protected() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let planted = tmp.path().join("planted");
+    let down =
+        |b: usize, e: usize| format!("model.layers.{b}.block_sparse_moe.experts.{e}.w2.weight");
+    mixtral_with_scaled(&planted, &down(1, 6), 40.0);
+    let calib =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/tinystories-train-head.txt");
+    let p = planted.to_str().expect("utf-8");
+    let c = calib.to_str().expect("utf-8");
+    let o = common::pare(&[
+        "--json",
+        "inspect",
+        p,
+        "--super-experts",
+        "--calib",
+        c,
+        "--samples",
+        "16",
+        "--seq-len",
+        "128",
+    ]);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{se}");
+    let profile: serde_json::Value = serde_json::from_str(&so).expect("profile json");
+    let found: Vec<(u64, u64)> = profile["super_experts"]
+        .as_array()
+        .expect("super_experts")
+        .iter()
+        .map(|e| {
+            (
+                e["block"].as_u64().expect("block"),
+                e["expert"].as_u64().expect("expert"),
+            )
+        })
+        .collect();
+    assert_eq!(found, vec![(1, 6)], "{so}");
+
+    // Zeroing the super expert against zeroing an ordinary one, KLD against the planted model.
+    let valid =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/tinystories-valid-head.txt");
+    let mut kld = Vec::new();
+    for (name, e) in [("zero-super", 6), ("zero-other", 4)] {
+        let m = tmp.path().join(name);
+        mixtral_with_scaled(&m, &down(1, 6), 40.0);
+        scale_tensor(&m.join("model.safetensors"), &down(1, e), 0.0);
+        let rep = tmp.path().join(format!("{name}-report"));
+        let args = [
+            "eval",
+            "--model",
+            m.to_str().expect("utf-8"),
+            "--base",
+            p,
+            "--text",
+            valid.to_str().expect("utf-8"),
+            "--seq-len",
+            "128",
+            "--max-windows",
+            "16",
+            "--report",
+            rep.to_str().expect("utf-8"),
+        ];
+        let o = common::pare(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(rep.join("report.json")).expect("report"),
+        )
+        .expect("parse");
+        kld.push(mean_kld(&r));
+    }
+    eprintln!(
+        "zeroing the planted super expert: mean KLD {:.4}; another expert: {:.4}",
+        kld[0], kld[1]
+    );
+    assert!(kld[0] > 10.0 * kld[1], "{kld:?}");
+
+    // protect: the planted expert passes a 50% Wanda step untouched, the others are pruned.
+    let r = recipe_with(tmp.path(), "protect", "  - wanda: { sparsity: 0.5 }\n");
+    let y = std::fs::read_to_string(&r).expect("recipe") + "protect: [super-experts]\n";
+    std::fs::write(&r, y).expect("recipe");
+    let out = tmp.path().join("protected");
+    let o = compress(&[], &planted, &r, &out);
+    let (_, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{se}");
+    assert!(se.contains("blocks.1.moe.experts.6"), "{se}");
+    let (src, dst) = (
+        planted.join("model.safetensors"),
+        out.join("model.safetensors"),
+    );
+    for w in ["w1", "w2", "w3"] {
+        let name = format!("model.layers.1.block_sparse_moe.experts.6.{w}.weight");
+        assert!(
+            read_tensor(&dst, &name).values == read_tensor(&src, &name).values,
+            "{w}"
+        );
+        let other = format!("model.layers.1.block_sparse_moe.experts.2.{w}.weight");
+        let t = read_tensor(&dst, &other);
+        let zeros = t.values.iter().filter(|v| **v == 0.0).count();
+        assert_eq!(zeros * 2, t.values.len(), "{other}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report"))
+            .expect("parse");
+    let protected = &report["allocation"]["protected"];
+    assert!(
+        protected["blocks.1.moe.experts.6.down"]
+            .as_str()
+            .is_some_and(|s| s.contains("super expert")),
+        "{protected}"
+    );
+}

@@ -5,6 +5,7 @@
 //! record it.
 
 pub mod owl;
+pub mod super_experts;
 
 use std::collections::{BTreeMap, BTreeSet};
 

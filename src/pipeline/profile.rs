@@ -33,6 +33,12 @@ pub fn allocate(runner: &ModelRunner, plan: &Plan, progress: &dyn Progress) -> R
         .enumerate()
         .flat_map(|(i, s)| s.method.compressor().profilers(i, &s.targets))
         .collect();
+    if plan.protect_super_experts {
+        profilers.push(Box::new(crate::allocate::super_experts::SuperExperts::new(
+            runner.cfg().num_layers,
+            true,
+        )));
+    }
     let mut allocation = Allocation::default();
     if profilers.is_empty() {
         return Ok(allocation);
@@ -54,6 +60,16 @@ pub fn profile_pass(
     progress: &dyn Progress,
 ) -> Result<()> {
     let calib = load_calibration(runner, plan)?;
+    profile_calibration(runner, &calib, profilers, progress)
+}
+
+/// [`profile_pass`] over a given calibration set.
+pub fn profile_calibration(
+    runner: &ModelRunner,
+    calib: &crate::calib::CalibrationSet,
+    profilers: &mut [Box<dyn Profiler>],
+    progress: &dyn Progress,
+) -> Result<()> {
     let rope = Rope::new(runner.cfg(), calib.seq_len().max(1), &runner.device);
     let mut hidden: Vec<Tensor<3>> = calib
         .ids

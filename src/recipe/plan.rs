@@ -36,6 +36,9 @@ pub struct Plan {
     pub steps: Vec<PlanStep>,
     pub propagate: Propagate,
     pub sequential: Sequential,
+    /// `protect: [super-experts]`: a profile pass finds the super experts and every step leaves
+    /// them dense (see [`crate::allocate::super_experts`]).
+    pub protect_super_experts: bool,
     pub export: ExportPlan,
     pub eval: Option<EvalPlan>,
     /// Remarks for the log and the report (e.g. a legacy export layout was chosen).
@@ -233,6 +236,29 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
             "`sequential: linear` calibrates each linear group on the compressed groups before it, which needs `propagate: compressed`; use `sequential: block` with `propagate: original`",
         ));
     }
+    let mut protect_super_experts = false;
+    for (i, p) in recipe.protect.iter().flatten().enumerate() {
+        match p.as_str() {
+            "super-experts" => protect_super_experts = true,
+            other => {
+                return Err(ctx.err(
+                    format!("protect[{i}]"),
+                    format!("unknown protection `{other}`; expected `super-experts`"),
+                ));
+            }
+        }
+    }
+    if protect_super_experts
+        && !ctx
+            .linears
+            .iter()
+            .any(|l| l.id.role == crate::id::LinearRole::Router)
+    {
+        return Err(ctx.err(
+            "protect[0]",
+            "`super-experts` protects MoE experts, and this model has none",
+        ));
+    }
     let export_spec = recipe.export.clone().unwrap_or_default();
     let format = resolve_export_format(&ctx, export_spec.format, &steps)?;
     let max_shard_bytes = match &export_spec.max_shard_size {
@@ -261,6 +287,7 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
         steps,
         propagate,
         sequential,
+        protect_super_experts,
         export: ExportPlan {
             format,
             max_shard_bytes,

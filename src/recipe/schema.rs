@@ -43,6 +43,10 @@ pub struct Recipe {
         deserialize_with = "de_sequential"
     )]
     pub sequential: Option<SequentialSpec>,
+    /// What no step may touch: `[super-experts]` keeps the MoE experts that a profile pass
+    /// finds to carry the massive activations dense and at full precision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protect: Option<Vec<String>>,
     /// Output format and shard size.
     #[serde(
         default,

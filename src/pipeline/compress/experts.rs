@@ -12,7 +12,8 @@ use crate::model::{DecoderBlock, Ffn, Rope};
 use crate::report::ExpertPruneReport;
 
 /// Prunes the experts of MoE block `b` (`block`, its linears `slots` as read) by `params`'
-/// saliency over the calibration inputs `hidden`. Returns the output's slots (named by `out`,
+/// saliency over the calibration inputs `hidden`; the experts in `protected` (super experts) are
+/// always kept. Returns the output's slots (named by `out`,
 /// the architecture with the kept expert count) with each linear's original id, and the report.
 pub fn prune(
     block: &mut DecoderBlock,
@@ -20,6 +21,7 @@ pub fn prune(
     out: &Architecture,
     b: usize,
     params: &Params,
+    protected: &[usize],
     hidden: &[Tensor<3>],
     rope: &Rope,
 ) -> Result<(Vec<(LinearSlot, LinearId)>, ExpertPruneReport)> {
@@ -34,7 +36,13 @@ pub fn prune(
         block.observe_forward(h.clone(), rope, &mut tap)?;
     }
     let scores = tap.scores(params.saliency, b);
-    let kept = choose_kept(&scores, params.kept);
+    let mut ranked = scores.clone();
+    for &e in protected {
+        if let Some(s) = ranked.get_mut(e) {
+            *s = f64::INFINITY;
+        }
+    }
+    let kept = choose_kept(&ranked, params.kept);
     if let Ffn::Moe(moe) = &mut block.ffn {
         moe.retain_experts(&kept)?;
     }

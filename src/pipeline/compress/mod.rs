@@ -218,12 +218,22 @@ pub fn compress(
         let (mut device_block, slots) = runner.arch.into_block(weights, &runner.device)?;
         let slots = match &pruning {
             Some((params, out_arch)) if cfg.is_moe_block(b) => {
+                let protected: Vec<usize> = allocation
+                    .protected_ids()
+                    .into_iter()
+                    .filter(|id| id.block == b)
+                    .filter_map(|id| match id.role {
+                        crate::id::LinearRole::Expert { index, .. } => Some(index),
+                        _ => None,
+                    })
+                    .collect();
                 let (slots, r) = experts::prune(
                     &mut device_block,
                     slots,
                     out_arch,
                     b,
                     params,
+                    &protected,
                     &hidden,
                     &rope,
                 )?;
