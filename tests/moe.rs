@@ -174,7 +174,7 @@ fn recipe_with(dir: &Path, name: &str, steps: &str) -> PathBuf {
 /// 25% expert pruning of tiny-mixtral (8 → 6 per block): the config says 6 experts, the router
 /// keeps the kept experts' rows, expert `i` of the output is the kept original expert
 /// `kept[i]` byte for byte, and the perplexity pare reports equals transformers' on the same
-/// checkpoint (tests/golden/expert-prune-tiny-mixtral.json, tools/expert_prune_check.py).
+/// checkpoint (tests/golden/expert-prune-tiny-mixtral.json, tools/transformers_ppl.py).
 /// REAP's saliency beats routing frequency and a random choice on mean KLD.
 #[test]
 fn expert_pruning_writes_a_checkpoint_transformers_loads() {
@@ -467,4 +467,66 @@ fn a_planted_super_expert_is_found_and_protected() {
             .is_some_and(|s| s.contains("super expert")),
         "{protected}"
     );
+}
+
+/// Perplexity `pare eval` reads back from `model` on the first 16 windows of 128 of the
+/// shipped validation text.
+fn eval_ppl(model: &Path) -> f64 {
+    let valid =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/tinystories-valid-head.txt");
+    let args = [
+        "--json",
+        "eval",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--text",
+        valid.to_str().expect("utf-8"),
+        "--seq-len",
+        "128",
+        "--max-windows",
+        "16",
+    ];
+    let o = common::pare(&args);
+    let (so, se) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{se}");
+    let r: serde_json::Value = serde_json::from_str(&so).expect("eval json");
+    r["quality"]["perplexity"]["ppl"].as_f64().expect("ppl")
+}
+
+/// MoE exports round-trip: Wanda 50% written dense and as the (legacy) sparse bitmask, GPTQ
+/// int4 written dense and pack-quantized, read back by `pare eval` with identical perplexity,
+/// for Mixtral and Qwen3-MoE (whose block 0 is a dense MLP).
+#[test]
+fn moe_exports_read_back_with_identical_perplexity() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration");
+    for model in ["tiny-mixtral", "tiny-qwen3-moe"] {
+        for (step, formats) in [
+            ("wanda: { sparsity: 0.5 }", ["dense", "sparse-bitmask"]),
+            (
+                "gptq: { format: int4-g32-sym }",
+                ["dense", "pack-quantized"],
+            ),
+        ] {
+            let mut ppl = Vec::new();
+            for format in formats {
+                let name = format!("{model}-{}-{format}", &step[..4]);
+                let r = tmp.path().join(format!("{name}.yaml"));
+                std::fs::write(
+                    &r,
+                    format!(
+                        "calibration: {{ text: {}, samples: 8, seq_len: 128, seed: 0 }}\nsteps:\n  - {step}\nexport: {{ format: {format} }}\n",
+                        root.join("tinystories-train-head.txt").display()
+                    ),
+                )
+                .expect("recipe");
+                let out = tmp.path().join(&name);
+                let o = compress(&[], &model_dir(model), &r, &out);
+                assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o).1);
+                ppl.push(eval_ppl(&out));
+            }
+            eprintln!("{model} {step}: {formats:?} ppl {ppl:?}");
+            assert_eq!(ppl[0], ppl[1], "{model} {step}: {formats:?}");
+        }
+    }
 }

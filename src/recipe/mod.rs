@@ -2,9 +2,11 @@
 //!
 //! ```yaml
 //! calibration: { text: ../calibration/tinystories-train-head.txt, samples: 128, seq_len: 256, seed: 0 }
+//!                            # MoE: calibrate_all_experts: true (default) | false (routed tokens only)
 //! steps:                     # ordered; a method may appear more than once
 //!   - wanda: { sparsity: 0.5, pattern: "2:4", targets: ["blocks.*.attn.*", "blocks.*.mlp.*"] }
 //!   - gptq:  { format: int4-ch-sym }
+//! protect: [super-experts]   # MoE: keep the super experts dense through every step
 //! propagate: compressed      # or original
 //! sequential: block          # or linear (default: block when a step prunes, else linear)
 //! export: { format: dense }  # dense | sparse-bitmask | sparse-24-bitmask | pack-quantized | compressed-tensors

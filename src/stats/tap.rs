@@ -68,9 +68,41 @@ impl StatsTap {
                 .all(|(p, d)| self.kept.get(p).map_or(0, Vec::len) >= self.keep_tokens * d)
     }
 
+    /// Calibrating all experts, every `ExpertIn(e)` is shown the same tensor (the MoE input of
+    /// every token): its statistics are gathered once, at the first `ExpertIn` point gathering
+    /// the same kinds at the same width (the *leader*), and copied to the others at the end.
+    fn leader(&self, point: TapPoint) -> TapPoint {
+        let (TapPoint::ExpertIn(_), true) = (point, self.all_experts) else {
+            return point;
+        };
+        let Some(a) = self.acc.get(&point) else {
+            return point;
+        };
+        self.acc
+            .iter()
+            .find(|(p, b)| {
+                matches!(p, TapPoint::ExpertIn(_))
+                    && b.kinds() == a.kinds()
+                    && b.width() == a.width()
+            })
+            .map_or(point, |(p, _)| *p)
+    }
+
     /// Consumes the tap: the statistics, and the kept inputs as `[tokens, width]` matrices.
     pub fn finish(self) -> (Stats, BTreeMap<TapPoint, Matrix>) {
-        let points = self.acc.into_iter().map(|(p, a)| (p, a.finish())).collect();
+        let leaders: BTreeMap<TapPoint, TapPoint> = self
+            .acc
+            .keys()
+            .map(|&p| (p, self.leader(p)))
+            .filter(|(p, l)| p != l)
+            .collect();
+        let mut points: BTreeMap<TapPoint, crate::stats::PointStats> =
+            self.acc.into_iter().map(|(p, a)| (p, a.finish())).collect();
+        for (p, l) in leaders {
+            if let Some(s) = points.get(&l).cloned() {
+                points.insert(p, s);
+            }
+        }
         let keep = self.keep;
         let kept = self
             .kept
@@ -147,6 +179,10 @@ impl Tap for StatsTap {
         } else {
             1
         };
+        if self.leader(point) != point {
+            // Gathered at the leader (the same tensor); only the rows are kept here.
+            return self.keep_rows(point, x, None);
+        }
         let Some(acc) = self.acc.get_mut(&point) else {
             return self.keep_rows(point, x, None);
         };

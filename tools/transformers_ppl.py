@@ -2,11 +2,11 @@
 tokenised whole (BOS once), cut into windows of `seq_len`, the first `max_windows` kept, NLL of
 positions 1.. of each window, float32, eager attention.
 
-Used for expert pruning (issue 11): transformers must load the checkpoint with fewer experts
-and give the perplexity pare reports. Writes {"ppl": .., "windows": .., "num_local_experts": ..}
-to stdout as JSON.
+Used to check that transformers loads pare's dense outputs (MoE exports, expert pruning with
+fewer experts) and gives the perplexity pare reports. Writes {"ppl": .., "windows": ..,
+"num_local_experts": ..} to stdout as JSON.
 
-Run: python tools/expert_prune_check.py OUT_DIR TEXT SEQ_LEN MAX_WINDOWS
+Run: python tools/transformers_ppl.py OUT_DIR TEXT SEQ_LEN MAX_WINDOWS
 (made with torch 2.15, transformers 5.24)
 """
 import json
@@ -30,4 +30,4 @@ with torch.no_grad():
         nll -= lp[:-1].gather(1, x[0, 1:, None]).sum().item()
         count += seq - 1
 print(json.dumps({"ppl": math.exp(nll / count), "windows": n,
-                  "num_local_experts": model.config.num_local_experts}))
+                  "num_local_experts": getattr(model.config, "num_local_experts", None)}))
