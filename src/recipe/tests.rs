@@ -692,11 +692,27 @@ fn every_registered_method_parses_and_resolves_by_its_name() {
     let params = |name: &str| match name {
         "rtn" | "gptq" => "{ format: int4-ch-sym }",
         "finequant" => "{ bits: 4 }",
+        "expert-prune" => "{ fraction: 0.25 }",
         _ => "{ sparsity: 0.5 }",
     };
+    // A Mixtral-shaped model (2 blocks, 4 experts, top-1) for the MoE methods.
+    let moe = crate::arch::Architecture::new(
+        crate::config::HfConfig::parse(
+            r#"{"architectures":["MixtralForCausalLM"],"vocab_size":10,"hidden_size":8,
+            "intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,
+            "num_local_experts":4,"num_experts_per_tok":1}"#,
+            Path::new("config.json"),
+        )
+        .unwrap(),
+    )
+    .all_linears();
     for name in crate::compress::METHOD_NAMES {
         let text = format!("{CAL}steps:\n  - {name}: {}\n", params(name));
-        let p = plan(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let p = match *name {
+            "expert-prune" => resolve(parse(&text).unwrap(), path(), &moe),
+            _ => plan(&text),
+        }
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(p.steps[0].name, *name);
         assert_eq!(p.steps[0].method.name(), *name);
         assert_eq!(parse(&text).unwrap().steps[0].name(), *name);
@@ -704,7 +720,7 @@ fn every_registered_method_parses_and_resolves_by_its_name() {
         let j = serde_json::to_value(&p.steps[0].method).unwrap();
         assert_eq!(j["method"], *name);
     }
-    assert_eq!(crate::compress::METHOD_NAMES.len(), 6);
+    assert_eq!(crate::compress::METHOD_NAMES.len(), 7);
     let (k, m) = recipe_err(parse(&format!("{CAL}steps:\n  - quip: {{ bits: 2 }}\n")));
     assert_eq!(k, "steps[0].quip");
     assert!(m.contains("unknown method `quip`"), "{m}");

@@ -335,18 +335,35 @@ pub fn sections(r: &Report) -> Vec<Section> {
                     .map(|e| e.to_string())
                     .collect();
                 let kept: Vec<String> = p.kept.iter().map(|e| e.to_string()).collect();
+                let scores: Vec<String> = p.scores.iter().map(|x| fmt_num(*x)).collect();
+                let tokens: Vec<String> = p.tokens_routed.iter().map(|t| t.to_string()).collect();
                 vec![
                     p.block.to_string(),
                     p.saliency.clone(),
                     kept.join(", "),
                     removed.join(", "),
+                    scores.join(", "),
+                    tokens.join(", "),
                 ]
             })
             .collect();
         out.push(
             Section::new(2, "Expert pruning")
-                .intro("Original expert indices; the output renumbers the kept experts in order.")
-                .table(&["block", "saliency", "kept", "removed"], rows),
+                .intro(
+                    "Original expert indices; the output renumbers the kept experts in order. \
+                     Scores and routed tokens are per original expert.",
+                )
+                .table(
+                    &[
+                        "block",
+                        "saliency",
+                        "kept",
+                        "removed",
+                        "scores",
+                        "tokens routed",
+                    ],
+                    rows,
+                ),
         );
     }
     if let Some(a) = &r.allocation {

@@ -201,6 +201,13 @@ pub(crate) mod tests {
                     warnings: vec![],
                 },
             ],
+            expert_pruning: vec![ExpertPruneReport {
+                block: 0,
+                saliency: "reap".into(),
+                kept: vec![0, 2],
+                scores: vec![1.5, 0.25, 3.0],
+                tokens_routed: vec![4, 1, 3],
+            }],
             experts: vec![ExpertReport {
                 block: 0,
                 expert: 3,
