@@ -9,7 +9,7 @@ use common::{compress, model_dir, read_tensor, text};
 
 /// A recipe for tiny-mixtral with one 6-token calibration sample (most experts are routed no
 /// token), one step, a dense export and a KLD evaluation.
-fn recipe(dir: &Path, name: &str, step: &str, all_experts: bool, calib: (usize, usize)) -> PathBuf {
+fn recipe(dir: &Path, name: &str, step: &str, all_experts: &str, calib: (usize, usize)) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration");
     let p = dir.join(format!("{name}.yaml"));
     let y = format!(
@@ -31,7 +31,7 @@ fn run(
     dir: &Path,
     name: &str,
     step: &str,
-    all_experts: bool,
+    all_experts: &str,
     calib: (usize, usize),
 ) -> (serde_json::Value, PathBuf) {
     let out = dir.join(name);
@@ -81,14 +81,13 @@ fn no_expert_is_destroyed_by_a_tiny_calibration_set() {
     .iter()
     .enumerate()
     {
-        for all in [true, false] {
-            let name = format!("s{i}-{all}");
-            let (r, out) = run(tmp.path(), &name, step, all, (1, 6));
-            assert_eq!(
-                zeroed_experts(&out),
-                0,
-                "{step} all={all}: an expert is zero"
-            );
+        for mode in ["true", "false", "auto"] {
+            // `auto` with 6 tokens: every expert is routed fewer tokens than its width, so all
+            // see every token.
+            let all = mode != "false";
+            let name = format!("s{i}-{mode}");
+            let (r, out) = run(tmp.path(), &name, step, mode, (1, 6));
+            assert_eq!(zeroed_experts(&out), 0, "{step} {mode}: an expert is zero");
             let experts = r["experts"].as_array().expect("expert table");
             assert_eq!(experts.len(), 32, "{step}");
             let mut routed = 0;
@@ -124,7 +123,7 @@ fn no_expert_is_destroyed_by_a_tiny_calibration_set() {
 /// 6-token sample, calibrating all experts keeps GPTQ and SparseGPT within 1.25× of their
 /// data-free forms (the zeroed experts this replaces cost 150×; 6 tokens are too few for any
 /// data-driven method to win reliably, on dense models too). With 16 × 128 tokens, GPTQ beats
-/// RTN and SparseGPT beats magnitude, with and without calibrating all experts.
+/// RTN and SparseGPT beats magnitude in all three modes (`true`, `false`, `auto`).
 #[test]
 fn expert_calibration_beats_the_data_free_forms() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -138,16 +137,16 @@ fn expert_calibration_beats_the_data_free_forms() {
         format!("magnitude: {{ sparsity: 0.5, {t} }}"),
     );
     let mut n = 0;
-    let mut kld = |step: &str, all: bool, calib: (usize, usize)| {
+    let mut kld = |step: &str, all: &str, calib: (usize, usize)| {
         n += 1;
         mean_kld(&run(tmp.path(), &format!("r{n}"), step, all, calib).0)
     };
-    let (r, m) = (kld(&rtn, true, (1, 6)), kld(&magnitude, true, (1, 6)));
-    let (g, s) = (kld(&gptq, true, (1, 6)), kld(&sparsegpt, true, (1, 6)));
+    let (r, m) = (kld(&rtn, "true", (1, 6)), kld(&magnitude, "true", (1, 6)));
+    let (g, s) = (kld(&gptq, "true", (1, 6)), kld(&sparsegpt, "true", (1, 6)));
     eprintln!("experts, 6 tokens: gptq {g:.6} rtn {r:.6} sparsegpt {s:.6} magnitude {m:.6}");
     assert!(g <= 1.25 * r, "gptq {g} vs rtn {r}");
     assert!(s <= 1.25 * m, "sparsegpt {s} vs magnitude {m}");
-    for all in [true, false] {
+    for all in ["true", "false", "auto"] {
         let (g, s) = (kld(&gptq, all, (16, 128)), kld(&sparsegpt, all, (16, 128)));
         eprintln!("experts, 16 × 128, all={all}: gptq {g:.6} sparsegpt {s:.6}");
         assert!(g < r, "all={all}: gptq {g} vs rtn {r}");
@@ -529,4 +528,35 @@ fn moe_exports_read_back_with_identical_perplexity() {
             assert_eq!(ppl[0], ppl[1], "{model} {step}: {formats:?}");
         }
     }
+}
+
+/// `calibrate_all_experts: auto` (the default): an expert routed at least as many tokens as its
+/// widest input (384, the down projection's d_in) is calibrated on those; the others on all
+/// 16 × 128 tokens.
+#[test]
+fn auto_calibrates_well_fed_experts_on_their_routed_tokens() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (r, _) = run(
+        tmp.path(),
+        "auto",
+        "gptq: { format: int4-ch-sym }",
+        "auto",
+        (16, 128),
+    );
+    let (mut routed, mut all) = (0, 0);
+    for e in r["experts"].as_array().expect("expert table") {
+        let tokens = e["tokens_routed"].as_u64().expect("tokens_routed");
+        let stat = e["tokens_for_statistics"].as_u64().expect("tokens");
+        if tokens >= 384 {
+            assert_eq!(stat, tokens, "{e}");
+            routed += 1;
+        } else {
+            assert_eq!(stat, 16 * 128, "{e}");
+            all += 1;
+        }
+    }
+    assert!(
+        routed > 0 && all > 0,
+        "routed-only {routed}, all tokens {all}"
+    );
 }

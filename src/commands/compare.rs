@@ -34,7 +34,7 @@ use crate::eval::tasks::{TaskItems, load_task};
 use crate::eval::text::text_windows;
 use crate::pipeline::{ModelRunner, Progress};
 use crate::recipe::plan::{CalibSource, CalibrationPlan, EvalPlan};
-use crate::recipe::{CalibrationSpec, EvalSpec, Plan, to_yaml};
+use crate::recipe::{CalibrationSpec, EvalSpec, ExpertCalibration, Plan, to_yaml};
 use crate::report::{Comparison, ComparisonRow, Report, write_comparison, write_report};
 
 /// Name of the reference row and of its folder under OUT.
@@ -286,7 +286,7 @@ fn plan_jobs(req: &CompareRequest, runner: &ModelRunner) -> Result<Vec<Job>> {
         .map(|(stem, recipe_path, mut plan)| {
             // The data is shared; how MoE experts are calibrated on it stays each recipe's.
             plan.calibration = CalibrationPlan {
-                all_experts: plan.calibration.all_experts,
+                experts: plan.calibration.experts,
                 ..calibration.clone()
             };
             plan.eval = Some(eval.clone());
@@ -377,7 +377,7 @@ fn calibration_spec(c: &CalibrationPlan) -> CalibrationSpec {
         samples: Some(c.samples),
         seq_len: Some(c.seq_len),
         seed: Some(c.seed),
-        calibrate_all_experts: (!c.all_experts).then_some(false),
+        calibrate_all_experts: (c.experts != ExpertCalibration::Auto).then_some(c.experts),
     }
 }
 

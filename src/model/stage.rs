@@ -171,8 +171,8 @@ impl DecoderBlock {
             }),
             (Stage::Experts | Stage::Down, Ffn::Moe(moe)) => {
                 let ex = experts(st)?;
-                let all = tap.all_expert_tokens();
                 for e in 0..moe.experts.len() {
+                    let all = tap.all_expert_tokens(e);
                     match (st.stage, &ex.inputs[e], &ex.acts[e]) {
                         // Calibrate all experts: every expert sees every token.
                         (Stage::Experts, _, _) if all => {

@@ -61,11 +61,10 @@ pub trait Tap {
     fn wants(&self, point: TapPoint) -> bool;
     /// Called with the tensor at `point`.
     fn observe(&mut self, point: TapPoint, x: &Tensor<2>) -> Result<()>;
-    /// True when every expert's input points (`ExpertIn`, `ExpertDownIn`) should show every
-    /// token of the batch rather than only those routed to the expert ("calibrate all
-    /// experts"). Outputs (`ExpertDownOut`) and the block's result still come from the routed
-    /// tokens only.
-    fn all_expert_tokens(&self) -> bool {
+    /// True when expert `expert`'s input points (`ExpertIn`, `ExpertDownIn`) should show every
+    /// token of the batch rather than only those routed to it ("calibrate all experts").
+    /// Outputs (`ExpertDownOut`) and the block's result still come from the routed tokens only.
+    fn all_expert_tokens(&self, _expert: usize) -> bool {
         false
     }
     /// True when this tap wants MoE routing decisions.

@@ -2,7 +2,7 @@
 //!
 //! ```yaml
 //! calibration: { text: ../calibration/tinystories-train-head.txt, samples: 128, seq_len: 256, seed: 0 }
-//!                            # MoE: calibrate_all_experts: true (default) | false (routed tokens only)
+//!                            # MoE: calibrate_all_experts: auto (default) | true | false
 //! steps:                     # ordered; a method may appear more than once
 //!   - wanda: { sparsity: 0.5, pattern: "2:4", targets: ["blocks.*.attn.*", "blocks.*.mlp.*"] }
 //!   - gptq:  { format: int4-ch-sym }
@@ -33,7 +33,8 @@ pub use plan::{
     Sequential, parse_size, resolve,
 };
 pub use schema::{
-    CalibrationSpec, EvalSpec, ExportFormatSpec, ExportSpec, PropagateSpec, Recipe, SequentialSpec,
+    CalibrationSpec, EvalSpec, ExpertCalibration, ExportFormatSpec, ExportSpec, PropagateSpec,
+    Recipe, SequentialSpec,
 };
 
 /// Reads and parses the recipe at `path` (stage 1 only).

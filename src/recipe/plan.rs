@@ -14,7 +14,8 @@ use crate::compress::{Method, MethodKind, NofM};
 use crate::error::{PareError, Result};
 use crate::id::LinearId;
 use crate::recipe::schema::{
-    CalibrationSpec, EvalSpec, ExportFormatSpec, PropagateSpec, Recipe, SequentialSpec,
+    CalibrationSpec, EvalSpec, ExpertCalibration, ExportFormatSpec, PropagateSpec, Recipe,
+    SequentialSpec,
 };
 use crate::recipe::targets;
 
@@ -101,9 +102,9 @@ pub struct CalibrationPlan {
     pub samples: usize,
     pub seq_len: usize,
     pub seed: u64,
-    /// MoE: each expert's statistics come from every calibration token, not only the routed
-    /// ones (recipe `calibration.calibrate_all_experts`, default true).
-    pub all_experts: bool,
+    /// MoE: which tokens each expert's statistics see (recipe
+    /// `calibration.calibrate_all_experts`, default `auto`).
+    pub experts: ExpertCalibration,
 }
 
 /// One resolved step.
@@ -248,12 +249,7 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
             }
         }
     }
-    if protect_super_experts
-        && !ctx
-            .linears
-            .iter()
-            .any(|l| l.id.role == crate::id::LinearRole::Router)
-    {
+    if protect_super_experts && !ctx.has_experts() {
         return Err(ctx.err(
             "protect[0]",
             "`super-experts` protects MoE experts, and this model has none",
@@ -304,6 +300,13 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// True when the model has MoE blocks (a router).
+    fn has_experts(&self) -> bool {
+        self.linears
+            .iter()
+            .any(|l| l.id.role == crate::id::LinearRole::Router)
+    }
+
     pub(super) fn err(&self, key: impl Into<String>, message: impl Into<String>) -> PareError {
         PareError::recipe(self.path, key, message)
     }
@@ -324,7 +327,7 @@ impl Ctx<'_> {
 
 fn resolve_calibration(ctx: &Ctx, c: &CalibrationSpec) -> Result<CalibrationPlan> {
     let seed = c.seed.unwrap_or(0);
-    let all_experts = c.calibrate_all_experts.unwrap_or(true);
+    let experts = c.calibrate_all_experts.unwrap_or_default();
     if let Some(0) = c.samples {
         return Err(ctx.err("calibration.samples", "samples must be at least 1"));
     }
@@ -340,7 +343,7 @@ fn resolve_calibration(ctx: &Ctx, c: &CalibrationSpec) -> Result<CalibrationPlan
             samples: c.samples.unwrap_or(DEFAULT_SAMPLES),
             seq_len: c.seq_len.unwrap_or(DEFAULT_SEQ_LEN),
             seed,
-            all_experts,
+            experts,
         }),
         (None, Some(ids)) => {
             let file = ctx.path_of(ids);
@@ -367,7 +370,7 @@ fn resolve_calibration(ctx: &Ctx, c: &CalibrationSpec) -> Result<CalibrationPlan
                 samples,
                 seq_len,
                 seed,
-                all_experts,
+                experts,
             })
         }
         (None, None) => Err(ctx.err(
@@ -535,12 +538,7 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
 fn resolve_step(ctx: &Ctx, index: usize, step: &Step) -> Result<PlanStep> {
     let name = step.name();
     let key = format!("steps[{index}].{name}");
-    if matches!(step, Step::ExpertPrune(_))
-        && !ctx
-            .linears
-            .iter()
-            .any(|l| l.id.role == crate::id::LinearRole::Router)
-    {
+    if matches!(step, Step::ExpertPrune(_)) && !ctx.has_experts() {
         return Err(ctx.err(
             key,
             "expert-prune removes MoE experts, and this model has none (no router)",

@@ -79,11 +79,65 @@ pub struct CalibrationSpec {
     pub seq_len: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// MoE models: every expert's statistics see every calibration token (default `true`, as
-    /// llm-compressor's "calibrate all experts"); the block's output still uses only the routed
-    /// experts. `false`: an expert sees only the tokens routed to it.
+    /// MoE models: which tokens an expert's statistics see (the block's output always uses only
+    /// the routed experts). `true`: every calibration token (llm-compressor's "calibrate all
+    /// experts"); `false`: the tokens routed to it; `auto` (default): the routed tokens when
+    /// there are at least as many as the expert's widest input, otherwise every token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calibrate_all_experts: Option<bool>,
+    pub calibrate_all_experts: Option<ExpertCalibration>,
+}
+
+/// `calibration.calibrate_all_experts`: `true`, `false` or `auto`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExpertCalibration {
+    /// Every expert sees every calibration token.
+    All,
+    /// Every expert sees the tokens routed to it.
+    Routed,
+    /// Routed tokens for an expert that got at least as many as its widest input (its Hessian
+    /// can be full-rank), every token for the others.
+    #[default]
+    Auto,
+}
+
+impl Serialize for ExpertCalibration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ExpertCalibration::All => s.serialize_bool(true),
+            ExpertCalibration::Routed => s.serialize_bool(false),
+            ExpertCalibration::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpertCalibration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ExpertCalibration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or auto")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<ExpertCalibration, E> {
+                Ok(if b {
+                    ExpertCalibration::All
+                } else {
+                    ExpertCalibration::Routed
+                })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ExpertCalibration, E> {
+                match v {
+                    "auto" => Ok(ExpertCalibration::Auto),
+                    "true" => Ok(ExpertCalibration::All),
+                    "false" => Ok(ExpertCalibration::Routed),
+                    other => Err(E::custom(format!(
+                        "`{other}`: expected true, false or auto"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `propagate:`.

@@ -99,7 +99,7 @@ fn resolves_defaults_and_paths() {
             samples: 8,
             seq_len: 32,
             seed: 3,
-            all_experts: true
+            experts: ExpertCalibration::Auto
         }
     );
     assert_eq!(
@@ -793,4 +793,44 @@ fn sequential_defaults_follow_the_measured_table() {
         "{CAL}steps:\n  - wanda: {{ sparsity: 0.5 }}\nsequential: linear\npropagate: original\n"
     )));
     assert_eq!(k, "sequential");
+}
+
+#[test]
+fn expert_calibration_reads_true_false_and_auto() {
+    let with = |v: &str| {
+        format!(
+            "calibration: {{ text: cal.txt, calibrate_all_experts: {v} }}\nsteps:\n  - wanda: {{ sparsity: 0.5 }}\n"
+        )
+    };
+    for (v, want) in [
+        ("true", ExpertCalibration::All),
+        ("false", ExpertCalibration::Routed),
+        ("auto", ExpertCalibration::Auto),
+    ] {
+        assert_eq!(plan(&with(v)).unwrap().calibration.experts, want, "{v}");
+    }
+    assert_eq!(
+        plan(&format!("{CAL}steps:\n  - wanda: {{ sparsity: 0.5 }}\n"))
+            .unwrap()
+            .calibration
+            .experts,
+        ExpertCalibration::Auto
+    );
+    let (k, m) = recipe_err(parse(&with("sometimes")));
+    assert!(k.starts_with("calibration"), "{k}");
+    assert!(m.contains("true, false or auto"), "{m}");
+}
+
+#[test]
+fn protect_names_its_entry_and_needs_experts() {
+    let (k, m) = recipe_err(plan(&format!(
+        "{CAL}steps:\n  - wanda: {{ sparsity: 0.5 }}\nprotect: [super-experts]\n"
+    )));
+    assert_eq!(k, "protect[0]");
+    assert!(m.contains("has none"), "{m}");
+    let (k, m) = recipe_err(plan(&format!(
+        "{CAL}steps:\n  - wanda: {{ sparsity: 0.5 }}\nprotect: [heroes]\n"
+    )));
+    assert_eq!(k, "protect[0]");
+    assert!(m.contains("unknown protection `heroes`"), "{m}");
 }

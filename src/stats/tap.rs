@@ -22,8 +22,8 @@ pub struct StatsTap {
     keep_tokens: usize,
     /// Sequences in the batch being run (set by the caller before each forward).
     pub batch_seqs: usize,
-    /// Expert points see every token ([`Tap::all_expert_tokens`]).
-    pub all_experts: bool,
+    /// Per expert: its points see every token ([`Tap::all_expert_tokens`]); missing: routed.
+    pub all_experts: Vec<bool>,
 }
 
 impl StatsTap {
@@ -48,7 +48,7 @@ impl StatsTap {
             kept: BTreeMap::new(),
             keep_tokens,
             batch_seqs: 1,
-            all_experts: false,
+            all_experts: Vec::new(),
         }
     }
 
@@ -68,20 +68,23 @@ impl StatsTap {
                 .all(|(p, d)| self.kept.get(p).map_or(0, Vec::len) >= self.keep_tokens * d)
     }
 
-    /// Calibrating all experts, every `ExpertIn(e)` is shown the same tensor (the MoE input of
+    /// Calibrating experts on all tokens, every such `ExpertIn(e)` is shown the same tensor (the MoE input of
     /// every token): its statistics are gathered once, at the first `ExpertIn` point gathering
     /// the same kinds at the same width (the *leader*), and copied to the others at the end.
     fn leader(&self, point: TapPoint) -> TapPoint {
-        let (TapPoint::ExpertIn(_), true) = (point, self.all_experts) else {
+        let TapPoint::ExpertIn(e) = point else {
             return point;
         };
+        if !self.all_expert_tokens(e) {
+            return point;
+        }
         let Some(a) = self.acc.get(&point) else {
             return point;
         };
         self.acc
             .iter()
             .find(|(p, b)| {
-                matches!(p, TapPoint::ExpertIn(_))
+                matches!(p, TapPoint::ExpertIn(i) if self.all_expert_tokens(*i))
                     && b.kinds() == a.kinds()
                     && b.width() == a.width()
             })
@@ -201,8 +204,8 @@ impl Tap for StatsTap {
         self.routing.is_some()
     }
 
-    fn all_expert_tokens(&self) -> bool {
-        self.all_experts
+    fn all_expert_tokens(&self, expert: usize) -> bool {
+        self.all_experts.get(expert).copied().unwrap_or(false)
     }
 
     fn observe_routing(&mut self, r: &RoutingDecision<'_>) -> Result<()> {

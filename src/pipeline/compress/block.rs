@@ -33,7 +33,7 @@ use crate::id::{LinearId, LinearRole};
 use crate::matrix::Matrix;
 use crate::model::{DecoderBlock, Ffn, NoTap, Rope, Stage, TapPoint};
 use crate::pipeline::Progress;
-use crate::recipe::PlanStep;
+use crate::recipe::{ExpertCalibration, PlanStep};
 use crate::report::ExpertReport;
 use crate::stats::{StatKind, StatSet, Stats, StatsTap};
 
@@ -70,8 +70,8 @@ pub struct LoopCtx<'a> {
     pub targeted: Vec<BTreeSet<LinearId>>,
     pub allocation: &'a Allocation,
     pub scale_dtype: ScaleDtype,
-    /// MoE: expert statistics see every calibration token (`calibrate_all_experts`).
-    pub all_experts: bool,
+    /// MoE: which tokens expert statistics see (`calibrate_all_experts`).
+    pub experts: ExpertCalibration,
 }
 
 impl<'a> LoopCtx<'a> {
@@ -79,7 +79,7 @@ impl<'a> LoopCtx<'a> {
         steps: &'a [PlanStep],
         allocation: &'a Allocation,
         scale_dtype: ScaleDtype,
-        all_experts: bool,
+        experts: ExpertCalibration,
     ) -> Self {
         Self {
             steps,
@@ -89,7 +89,7 @@ impl<'a> LoopCtx<'a> {
                 .collect(),
             allocation,
             scale_dtype,
-            all_experts,
+            experts,
         }
     }
 
@@ -118,6 +118,8 @@ pub struct BlockJob<'a> {
     pub kept_inputs: BTreeMap<TapPoint, Matrix>,
     /// MoE: how each expert with a compressed linear was calibrated, by expert index.
     pub experts: BTreeMap<usize, ExpertReport>,
+    /// MoE: per expert, its statistics see every token (else the routed ones).
+    all_tokens: Vec<bool>,
 }
 
 impl<'a> BlockJob<'a> {
@@ -155,6 +157,7 @@ impl<'a> BlockJob<'a> {
             states,
             kept_inputs: BTreeMap::new(),
             experts: BTreeMap::new(),
+            all_tokens: Vec::new(),
         })
     }
 
@@ -182,6 +185,48 @@ impl<'a> BlockJob<'a> {
         }
     }
 
+    /// Decides which experts' statistics see every token: all or none by the recipe, or with
+    /// `auto` those routed fewer tokens (`routed`, per expert) than their widest input.
+    fn choose_expert_tokens(&mut self, routed: Option<&[u64]>) {
+        let Some(n) = self.experts() else {
+            return;
+        };
+        self.all_tokens = match self.ctx.experts {
+            ExpertCalibration::All => vec![true; n],
+            ExpertCalibration::Routed => vec![false; n],
+            ExpertCalibration::Auto => (0..n)
+                .map(|e| {
+                    let width = self
+                        .states
+                        .iter()
+                        .filter(|s| matches!(s.slot.id.role, LinearRole::Expert { index, .. } if index == e))
+                        .map(|s| s.slot.cols)
+                        .max()
+                        .unwrap_or(0);
+                    routed.and_then(|r| r.get(e)).is_none_or(|&t| (t as usize) < width)
+                })
+                .collect(),
+        };
+    }
+
+    /// With `auto` in an MoE block whose experts need statistics: the routing counts of the
+    /// calibration batches, from a forward that stops after the router.
+    fn count_routing(&self, hidden: &[Tensor<3>], rope: &Rope) -> Result<Option<Vec<u64>>> {
+        let wanted = self.ctx.experts == ExpertCalibration::Auto
+            && self.group(None).iter().any(|&i| {
+                let s = &self.states[i];
+                s.slot.id.role.is_expert() && !self.ctx.needs(s.orig).is_empty()
+            });
+        let Some(n) = self.experts().filter(|_| wanted) else {
+            return Ok(None);
+        };
+        let mut tap = StatsTap::new(BTreeMap::new(), Some(n), BTreeMap::new(), 0);
+        for h in hidden {
+            self.block.observe_forward(h.clone(), rope, &mut tap)?;
+        }
+        Ok(tap.finish().0.routing().ok().map(|r| r.tokens.clone()))
+    }
+
     /// A tap gathering what the linears `group` need, keeping their inputs' first rows; with
     /// `routing`, also the routing decisions an expert step needs (a tap that runs the router).
     fn tap_for(&self, group: &[usize], routing: bool) -> StatsTap {
@@ -201,7 +246,7 @@ impl<'a> BlockJob<'a> {
         }
         let experts = self.experts().filter(|_| routing && wants_routing);
         let mut tap = StatsTap::new(points, experts, keep, ERROR_TOKENS);
-        tap.all_experts = self.ctx.all_experts;
+        tap.all_experts = self.all_tokens.clone();
         tap
     }
 
@@ -345,6 +390,8 @@ impl<'a> BlockJob<'a> {
     ) -> Result<()> {
         let group = self.group(None);
         if !group.is_empty() {
+            let routed = self.count_routing(hidden, rope)?;
+            self.choose_expert_tokens(routed.as_deref());
             let mut tap = self.tap_for(&group, true);
             for h in hidden.iter() {
                 if tap.only_keeping_and_full() {
@@ -387,6 +434,10 @@ impl<'a> BlockJob<'a> {
             let points = self.block.stage_points(stage);
             let group = self.group(Some(&points));
             if !group.is_empty() {
+                if matches!(stage, Stage::Experts | Stage::Down) {
+                    let routed = stats.routing().ok().map(|r| r.tokens.clone());
+                    self.choose_expert_tokens(routed.as_deref());
+                }
                 let mut tap = self.tap_for(&group, false);
                 for st in &staged {
                     tap.batch_seqs = st.batch();

@@ -200,7 +200,7 @@ pub fn compress(
         &plan.steps,
         allocation,
         ScaleDtype::from(dtype),
-        plan.calibration.all_experts,
+        plan.calibration.experts,
     );
     let mut report = Report::default();
     let mut export_state = export::ExportState::new(plan.export.format, dtype);
