@@ -210,6 +210,18 @@ fn layer_windows(
     })
 }
 
+/// A required field that must be > 0, with the error naming it.
+fn positive(v: Option<usize>, field: &str, path: &Path) -> Result<usize> {
+    match v {
+        Some(x) if x > 0 => Ok(x),
+        Some(_) => Err(PareError::input(
+            path,
+            format!("field `{field}` must be > 0"),
+        )),
+        None => Err(PareError::input(path, format!("missing field `{field}`"))),
+    }
+}
+
 fn first_id(v: &Option<Value>) -> Option<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| x as u32),
@@ -268,16 +280,7 @@ impl HfConfig {
         }
         let c: RawConfig = serde_json::from_value(raw.clone())
             .map_err(|e| PareError::input(path, format!("unexpected field type: {e}")))?;
-        let need = |v: Option<usize>, field: &str| -> Result<usize> {
-            match v {
-                Some(x) if x > 0 => Ok(x),
-                Some(_) => Err(PareError::input(
-                    path,
-                    format!("field `{field}` must be > 0"),
-                )),
-                None => Err(PareError::input(path, format!("missing field `{field}`"))),
-            }
-        };
+        let need = |v: Option<usize>, field: &str| positive(v, field, path);
         let architecture = c
             .architectures
             .as_ref()
@@ -420,16 +423,7 @@ impl Experts {
                 blocks: vec![false; layers],
             });
         }
-        let positive = |v: Option<usize>, field: &str| -> Result<usize> {
-            match v {
-                Some(x) if x > 0 => Ok(x),
-                Some(_) => Err(PareError::input(
-                    path,
-                    format!("field `{field}` must be > 0"),
-                )),
-                None => Err(PareError::input(path, format!("missing field `{field}`"))),
-            }
-        };
+        let positive = |v: Option<usize>, field: &str| positive(v, field, path);
         let count = match (c.num_local_experts, c.num_experts) {
             (Some(a), Some(b)) if a != b => {
                 return Err(PareError::input(

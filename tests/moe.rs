@@ -39,8 +39,13 @@ fn run(
     let o = compress(&[], &model_dir("tiny-mixtral"), &r, &out);
     let (_, se) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{name}: {se}");
-    let report = std::fs::read_to_string(out.join("report.json")).expect("report.json");
-    (serde_json::from_str(&report).expect("parse report"), out)
+    (read_json(&out.join("report.json")), out)
+}
+
+/// A JSON file (a report, a config).
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn mean_kld(r: &serde_json::Value) -> f64 {
@@ -177,14 +182,9 @@ fn recipe_with(dir: &Path, name: &str, steps: &str) -> PathBuf {
 /// REAP's saliency beats routing frequency and a random choice on mean KLD.
 #[test]
 fn expert_pruning_writes_a_checkpoint_transformers_loads() {
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/golden/expert-prune-tiny-mixtral.json"),
-        )
-        .expect("golden"),
-    )
-    .expect("parse golden");
+    let golden = read_json(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/expert-prune-tiny-mixtral.json"),
+    );
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut kld = Vec::new();
     for saliency in ["reap", "frequency", "random"] {
@@ -196,15 +196,9 @@ fn expert_pruning_writes_a_checkpoint_transformers_loads() {
         let out = tmp.path().join(format!("out-{saliency}"));
         let o = compress(&[], &model_dir("tiny-mixtral"), &r, &out);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-        let report: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("report.json")).expect("report"),
-        )
-        .expect("parse report");
+        let report = read_json(&out.join("report.json"));
         kld.push(mean_kld(&report));
-        let cfg: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("config.json")).expect("config"),
-        )
-        .expect("parse config");
+        let cfg = read_json(&out.join("config.json"));
         assert_eq!(cfg["num_local_experts"], 6);
         let kept: Vec<Vec<usize>> = report["expert_pruning"]
             .as_array()
@@ -420,10 +414,7 @@ fn a_planted_super_expert_is_found_and_protected() {
         ];
         let o = common::pare(&args);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-        let r: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(rep.join("report.json")).expect("report"),
-        )
-        .expect("parse");
+        let r = read_json(&rep.join("report.json"));
         kld.push(mean_kld(&r));
     }
     eprintln!(
@@ -456,9 +447,7 @@ fn a_planted_super_expert_is_found_and_protected() {
         let zeros = t.values.iter().filter(|v| **v == 0.0).count();
         assert_eq!(zeros * 2, t.values.len(), "{other}");
     }
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report"))
-            .expect("parse");
+    let report = read_json(&out.join("report.json"));
     let protected = &report["allocation"]["protected"];
     assert!(
         protected["blocks.1.moe.experts.6.down"]

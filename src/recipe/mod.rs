@@ -200,3 +200,5 @@ fn key_before(text: &str, line: usize, col: usize) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_moe;

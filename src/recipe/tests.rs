@@ -30,22 +30,22 @@ fn stories260k() -> Vec<LinearSlot> {
     v
 }
 
-const CAL: &str = "calibration: { text: cal.txt, samples: 8, seq_len: 32, seed: 3 }\n";
+pub(super) const CAL: &str = "calibration: { text: cal.txt, samples: 8, seq_len: 32, seed: 3 }\n";
 
-fn path() -> &'static Path {
+pub(super) fn path() -> &'static Path {
     Path::new("/r/recipes/test.yaml")
 }
 
-fn parse(text: &str) -> Result<Recipe> {
+pub(super) fn parse(text: &str) -> Result<Recipe> {
     parse_recipe(text, path())
 }
 
-fn plan(text: &str) -> Result<Plan> {
+pub(super) fn plan(text: &str) -> Result<Plan> {
     resolve(parse(text)?, path(), &stories260k())
 }
 
 /// Unwraps a recipe error into (key, message).
-fn recipe_err<T: std::fmt::Debug>(r: Result<T>) -> (String, String) {
+pub(super) fn recipe_err<T: std::fmt::Debug>(r: Result<T>) -> (String, String) {
     match r {
         Err(PareError::Recipe {
             key,
@@ -686,47 +686,6 @@ fn shipped_recipes_parse_and_resolve_for_stories260k() {
 }
 
 #[test]
-fn every_registered_method_parses_and_resolves_by_its_name() {
-    // The registry is the one list: each name parses to a step of that name and resolves; a
-    // name outside it is an error (no silent fallback to another method).
-    let params = |name: &str| match name {
-        "rtn" | "gptq" => "{ format: int4-ch-sym }",
-        "finequant" => "{ bits: 4 }",
-        "expert-prune" => "{ fraction: 0.25 }",
-        _ => "{ sparsity: 0.5 }",
-    };
-    // A Mixtral-shaped model (2 blocks, 4 experts, top-1) for the MoE methods.
-    let moe = crate::arch::Architecture::new(
-        crate::config::HfConfig::parse(
-            r#"{"architectures":["MixtralForCausalLM"],"vocab_size":10,"hidden_size":8,
-            "intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,
-            "num_local_experts":4,"num_experts_per_tok":1}"#,
-            Path::new("config.json"),
-        )
-        .unwrap(),
-    )
-    .all_linears();
-    for name in crate::compress::METHOD_NAMES {
-        let text = format!("{CAL}steps:\n  - {name}: {}\n", params(name));
-        let p = match *name {
-            "expert-prune" => resolve(parse(&text).unwrap(), path(), &moe),
-            _ => plan(&text),
-        }
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(p.steps[0].name, *name);
-        assert_eq!(p.steps[0].method.name(), *name);
-        assert_eq!(parse(&text).unwrap().steps[0].name(), *name);
-        // The resolved method serialises under its own name.
-        let j = serde_json::to_value(&p.steps[0].method).unwrap();
-        assert_eq!(j["method"], *name);
-    }
-    assert_eq!(crate::compress::METHOD_NAMES.len(), 7);
-    let (k, m) = recipe_err(parse(&format!("{CAL}steps:\n  - quip: {{ bits: 2 }}\n")));
-    assert_eq!(k, "steps[0].quip");
-    assert!(m.contains("unknown method `quip`"), "{m}");
-}
-
-#[test]
 fn sequential_defaults_follow_the_measured_table() {
     // benches/sequential_modes.sh measured both orderings; each family's default must be the
     // ordering that wins most of that family's runs (stories260k by perplexity, tiny-llama by
@@ -793,44 +752,4 @@ fn sequential_defaults_follow_the_measured_table() {
         "{CAL}steps:\n  - wanda: {{ sparsity: 0.5 }}\nsequential: linear\npropagate: original\n"
     )));
     assert_eq!(k, "sequential");
-}
-
-#[test]
-fn expert_calibration_reads_true_false_and_auto() {
-    let with = |v: &str| {
-        format!(
-            "calibration: {{ text: cal.txt, calibrate_all_experts: {v} }}\nsteps:\n  - wanda: {{ sparsity: 0.5 }}\n"
-        )
-    };
-    for (v, want) in [
-        ("true", ExpertCalibration::All),
-        ("false", ExpertCalibration::Routed),
-        ("auto", ExpertCalibration::Auto),
-    ] {
-        assert_eq!(plan(&with(v)).unwrap().calibration.experts, want, "{v}");
-    }
-    assert_eq!(
-        plan(&format!("{CAL}steps:\n  - wanda: {{ sparsity: 0.5 }}\n"))
-            .unwrap()
-            .calibration
-            .experts,
-        ExpertCalibration::Auto
-    );
-    let (k, m) = recipe_err(parse(&with("sometimes")));
-    assert!(k.starts_with("calibration"), "{k}");
-    assert!(m.contains("true, false or auto"), "{m}");
-}
-
-#[test]
-fn protect_names_its_entry_and_needs_experts() {
-    let (k, m) = recipe_err(plan(&format!(
-        "{CAL}steps:\n  - wanda: {{ sparsity: 0.5 }}\nprotect: [super-experts]\n"
-    )));
-    assert_eq!(k, "protect[0]");
-    assert!(m.contains("has none"), "{m}");
-    let (k, m) = recipe_err(plan(&format!(
-        "{CAL}steps:\n  - wanda: {{ sparsity: 0.5 }}\nprotect: [heroes]\n"
-    )));
-    assert_eq!(k, "protect[0]");
-    assert!(m.contains("unknown protection `heroes`"), "{m}");
 }

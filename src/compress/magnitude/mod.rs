@@ -76,6 +76,18 @@ impl MethodSpec for Spec {
     }
 }
 
+impl Params {
+    /// Magnitude pruning to the same sparsity and pattern as a data-driven pruner: its data-free
+    /// form ([`Compressor::fallback`] of Wanda and SparseGPT).
+    pub fn fallback(sparsity: f32, pattern: Option<NofM>, owl: Option<Owl>) -> crate::compress::Method {
+        crate::compress::Method::Magnitude(Params {
+            sparsity,
+            pattern,
+            owl,
+        })
+    }
+}
+
 impl Compressor for Params {
     fn kind(&self) -> MethodKind {
         MethodKind::Prune {

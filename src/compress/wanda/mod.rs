@@ -77,12 +77,10 @@ impl MethodSpec for Spec {
 
 impl Compressor for Params {
     fn fallback(&self) -> Option<crate::compress::Method> {
-        Some(crate::compress::Method::Magnitude(
-            crate::compress::magnitude::Params {
-                sparsity: self.sparsity,
-                pattern: self.pattern,
-                owl: self.owl,
-            },
+        Some(crate::compress::magnitude::Params::fallback(
+            self.sparsity,
+            self.pattern,
+            self.owl,
         ))
     }
 
