@@ -16,3 +16,4 @@ for r in magnitude-50 wanda-50 wanda-50-all wanda-50-routed sparsegpt-50 sparseg
   args+=(--recipe "benches/tiny-mixtral/$r.yaml")
 done
 "$PARE" --quiet compare --model ../shared/models/tiny-mixtral "${args[@]}" --out "$OUT" "$@"
+cat "$OUT/comparison.md"

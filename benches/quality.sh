@@ -15,8 +15,10 @@ done
 "$PARE" --quiet compare --model ../shared/models/stories260k "${args[@]}" \
   --tasks eval/tasks/tinystories-cloze.jsonl eval/tasks/tinystories-retrieval.jsonl \
   --out "$OUT/stories260k" "$@"
+cat "$OUT/stories260k/comparison.md"
 args=()
 for r in magnitude-50 wanda-50 sparsegpt-50 wanda-2of4 sparsegpt-2of4 rtn-int8 rtn-int4 finequant-int4 gptq-int4; do
   args+=(--recipe "benches/tiny-llama/$r.yaml")
 done
 "$PARE" --quiet compare --model ../shared/models/tiny-llama "${args[@]}" --out "$OUT/tiny-llama" "$@"
+cat "$OUT/tiny-llama/comparison.md"

@@ -17,7 +17,9 @@ pub struct Cli {
     /// Worker threads for CPU work (default: all cores).
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub threads: Option<usize>,
-    /// No progress bars or warnings on stderr.
+    /// Only errors on stderr (no progress bars or warnings); on success `compress` and
+    /// `compare` print only the output path, `eval --report DIR` only DIR (`--json` still prints
+    /// the JSON).
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
     /// Machine-readable JSON on stdout.

@@ -189,10 +189,13 @@ fn run(cli: Cli) -> Result<String> {
                     .map_err(|e| PareError::io(format!("creating {}", dir.display()), e))?;
                 pare::report::write_report(dir, &report)?;
             }
-            if cli.json {
-                out = json(&report)?
-            } else {
-                out = report.to_markdown()
+            match (&a.report, cli.json, cli.quiet) {
+                (_, true, _) => out = json(&report)?,
+                // The report was written: say only where.
+                (Some(dir), false, true) => {
+                    let _ = writeln!(out, "{}", dir.display());
+                }
+                _ => out = report.to_markdown(),
             }
         }
         Command::Compress(a) => {
@@ -207,6 +210,9 @@ fn run(cli: Cli) -> Result<String> {
             let done = commands::compress::run(&req, &device()?, &progress)?;
             if cli.json {
                 out = json(&done.report)?
+            } else if cli.quiet {
+                // The report is in the output folder; say only where.
+                let _ = writeln!(out, "{}", done.out.display());
             } else {
                 out = done.report.to_markdown();
                 let _ = writeln!(out, "\nwrote {}", done.out.display());
@@ -224,6 +230,8 @@ fn run(cli: Cli) -> Result<String> {
             let cmp = commands::compare::run(&req, &device()?, &progress)?;
             if cli.json {
                 out = json(&cmp)?
+            } else if cli.quiet {
+                let _ = writeln!(out, "{}", req.out.join("comparison.html").display());
             } else {
                 out = cmp.to_markdown();
                 let _ = writeln!(out, "\nwrote {}", req.out.join("comparison.html").display());

@@ -150,11 +150,11 @@ fn check_out_dir(req: &CompareRequest) -> Result<()> {
 
 /// The key of a recipe's run.
 fn run_key(runner: &ModelRunner, job: &Job) -> Result<String> {
-    let calib = match &job.plan.calibration.source {
-        CalibSource::Text(p) | CalibSource::Ids(p) => p.clone(),
-    };
     let eval = job.plan.eval.as_ref();
-    let mut files = vec![calib];
+    let mut files: Vec<std::path::PathBuf> = match &job.plan.calibration.source {
+        CalibSource::Text(p) | CalibSource::Ids(p) => vec![p.clone()],
+        CalibSource::None => vec![],
+    };
     files.extend(eval.map(|e| e.text.clone()));
     files.extend(eval.into_iter().flat_map(|e| e.tasks.iter().cloned()));
     key_of(runner, &job.text, &files)
@@ -316,6 +316,7 @@ fn absolute_calibration(c: &CalibrationPlan) -> Result<CalibrationPlan> {
     let source = match &c.source {
         CalibSource::Text(p) => CalibSource::Text(absolute(p)?),
         CalibSource::Ids(p) => CalibSource::Ids(absolute(p)?),
+        CalibSource::None => CalibSource::None,
     };
     Ok(CalibrationPlan {
         source,
@@ -370,6 +371,7 @@ fn calibration_spec(c: &CalibrationPlan) -> CalibrationSpec {
     let (text, ids) = match &c.source {
         CalibSource::Text(p) => (Some(p.display().to_string()), None),
         CalibSource::Ids(p) => (None, Some(p.display().to_string())),
+        CalibSource::None => return CalibrationSpec::default(),
     };
     CalibrationSpec {
         text,

@@ -220,8 +220,20 @@ pub const EXPORTS: &[ExportRow] = &[
     },
 ];
 
-/// The row called `name` (exact match), if any.
+/// compressed-tensors' weight-only preset scheme names (llm-compressor's `scheme: W4A16`) and
+/// the table rows they are.
+pub const PRESETS: [(&str, &str); 3] = [
+    ("W4A16", "int4-g128-sym"),
+    ("W4A16_ASYM", "int4-g128-asym"),
+    ("W8A16", "int8-ch-sym"),
+];
+
+/// The row called `name` (exact match), or named by a preset (`W4A16`, any case), if any.
 pub fn row_by_name(name: &str) -> Option<&'static FormatRow> {
+    let name = PRESETS
+        .iter()
+        .find(|(p, _)| p.eq_ignore_ascii_case(name))
+        .map_or(name, |(_, row)| row);
     FORMATS.iter().find(|r| r.name == name)
 }
 
@@ -367,6 +379,32 @@ fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// llm-compressor's preset names resolve to the rows `pare formats` labels with them.
+    #[test]
+    fn preset_names_are_format_aliases() {
+        for (preset, row) in PRESETS {
+            assert_eq!(row_by_name(preset).map(|r| r.name), Some(row));
+            assert_eq!(
+                row_by_name(&preset.to_lowercase()).map(|r| r.name),
+                Some(row)
+            );
+            let label = format!("({preset})");
+            assert!(
+                row_by_name(row).is_some_and(|r| r.description.ends_with(&label)),
+                "{row}"
+            );
+        }
+        assert_eq!(
+            scheme_by_name("W4A16"),
+            Some(QuantScheme {
+                bits: 4,
+                group_size: Some(128),
+                symmetric: true
+            })
+        );
+        assert!(row_by_name("W4A8").is_none());
+    }
 
     #[test]
     fn names_are_unique_and_match_their_scheme() {

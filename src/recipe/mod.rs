@@ -54,6 +54,8 @@ pub fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
     let recipe = parsed.map_err(|e| parse_error(&e, &segments, text, path))?;
     let c = &recipe.calibration;
     match (&c.text, &c.ids) {
+        // No calibration at all: a data-free recipe (checked when the steps are resolved).
+        (None, None) if c.is_empty() => Ok(recipe),
         (None, None) => Err(PareError::recipe(
             path,
             "calibration",
@@ -80,6 +82,7 @@ pub fn applied_yaml(plan: &Plan) -> Result<String> {
     match &plan.calibration.source {
         CalibSource::Text(p) => r.calibration.text = Some(abs(p)?),
         CalibSource::Ids(p) => r.calibration.ids = Some(abs(p)?),
+        CalibSource::None => {}
     }
     if let (Some(spec), Some(e)) = (r.eval.as_mut(), plan.eval.as_ref()) {
         spec.text = abs(&e.text)?;

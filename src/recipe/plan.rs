@@ -94,6 +94,8 @@ pub enum CalibSource {
     /// Pre-tokenised `input_ids` (int64 `[rows, cols]` safetensors); the first `samples` rows and
     /// first `seq_len` tokens of each are used.
     Ids(PathBuf),
+    /// No calibration: every step is data-free (magnitude, RTN, FineQuant).
+    None,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -221,6 +223,22 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
         .enumerate()
         .map(|(i, s)| resolve_step(&ctx, i, s))
         .collect::<Result<Vec<_>>>()?;
+    if calibration.source == CalibSource::None {
+        let needs = |s: &PlanStep| {
+            !s.method.compressor().stats().is_empty()
+                || !s.method.compressor().profilers(0, &s.targets).is_empty()
+                || matches!(s.method, Method::ExpertPrune(_))
+        };
+        if let Some(s) = steps.iter().find(|s| needs(s)) {
+            return Err(ctx.err(
+                "calibration",
+                format!(
+                    "no calibration source: `{}` needs calibration data; give `calibration: {{ text: <file> }}` or `{{ ids: <file.safetensors> }}` (only magnitude, RTN and FineQuant run without)",
+                    s.key
+                ),
+            ));
+        }
+    }
     let propagate = match recipe.propagate {
         Some(PropagateSpec::Original) => Propagate::Original,
         _ => Propagate::Compressed,
@@ -248,6 +266,12 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
                 ));
             }
         }
+    }
+    if protect_super_experts && calibration.source == CalibSource::None {
+        return Err(ctx.err(
+            "calibration",
+            "no calibration source: `protect: [super-experts]` profiles the experts on calibration data; give `calibration: { text: <file> }`",
+        ));
     }
     if protect_super_experts && !ctx.has_experts() {
         return Err(ctx.err(
@@ -373,10 +397,14 @@ fn resolve_calibration(ctx: &Ctx, c: &CalibrationSpec) -> Result<CalibrationPlan
                 experts,
             })
         }
-        (None, None) => Err(ctx.err(
-            "calibration",
-            "no calibration source: give `text: <file>` or `ids: <file.safetensors>`",
-        )),
+        // Data-free recipes need none; `resolve` checks that no step needs data.
+        (None, None) => Ok(CalibrationPlan {
+            source: CalibSource::None,
+            samples: 0,
+            seq_len: 0,
+            seed,
+            experts,
+        }),
         (Some(_), Some(_)) => Err(ctx.err("calibration", "give either `text` or `ids`, not both")),
     }
 }

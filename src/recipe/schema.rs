@@ -19,7 +19,12 @@ use crate::recipe::suggest;
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     /// Calibration data: `text` (tokenised and sampled) or `ids` (pre-tokenised).
-    #[serde(deserialize_with = "de_calibration")]
+    /// Absent: only for recipes whose steps need no data (magnitude, RTN, FineQuant).
+    #[serde(
+        default,
+        skip_serializing_if = "CalibrationSpec::is_empty",
+        deserialize_with = "de_calibration"
+    )]
     pub calibration: CalibrationSpec,
     /// Ordered steps; a method may appear more than once.
     #[serde(deserialize_with = "de_steps")]
@@ -85,6 +90,13 @@ pub struct CalibrationSpec {
     /// there are at least as many as the expert's widest input, otherwise every token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibrate_all_experts: Option<ExpertCalibration>,
+}
+
+impl CalibrationSpec {
+    /// True when nothing is given (the block is absent or `{}`).
+    pub fn is_empty(&self) -> bool {
+        *self == CalibrationSpec::default()
+    }
 }
 
 /// `calibration.calibrate_all_experts`: `true`, `false` or `auto`.

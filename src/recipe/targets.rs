@@ -1,10 +1,18 @@
-//! Target selection: match a step's `targets` / `ignore` globs against the model's canonical
-//! linear ids (`blocks.3.attn.q`, `blocks.3.moe.experts.5.up` …).
+//! Target selection: match a step's `targets` / `ignore` patterns against the model's linears.
 //!
-//! Globs: `*` matches any run of characters, dots included (`blocks.*.attn.*` matches every
-//! attention projection of every block); `?` matches exactly one character; anything else matches
-//! itself, so an exact id is a valid pattern. Every pattern a user writes must match at least one
-//! linear; the error lists the id shapes the model has and the nearest id.
+//! A pattern is one of:
+//! - a glob over canonical ids (`blocks.3.attn.q`, `blocks.3.moe.experts.5.up` …): `*` matches
+//!   any run of characters, dots included (`blocks.*.attn.*` matches every attention projection
+//!   of every block); `?` matches exactly one character; anything else matches itself;
+//! - a Hugging Face module name as the checkpoint spells it (`model.layers.3.self_attn.q_proj`,
+//!   with or without `.weight`);
+//! - `re:<regex>`, llm-compressor's form: Python `re.match` of the regex against the module name
+//!   (`re:.*mlp.down_proj`; the regex subset of [`crate::checkpoint::qconfig::regex_match`]);
+//! - `Linear`, llm-compressor's class target: the default targets (every block linear but the
+//!   MoE routers, which a step compresses only when it names them).
+//!
+//! Every pattern a user writes must match at least one linear; the error lists the id shapes
+//! the model has and the nearest id.
 
 use crate::arch::LinearSlot;
 use crate::id::LinearId;
@@ -42,6 +50,20 @@ pub fn glob_match(pattern: &str, id: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// True when the pattern `pat` (any of the forms in the module docs) names the linear `slot`,
+/// whose canonical id is `id`.
+pub fn pattern_matches(pat: &str, slot: &LinearSlot, id: &str) -> bool {
+    if pat == "Linear" {
+        return DEFAULT_TARGETS.iter().any(|p| glob_match(p, id));
+    }
+    if let Some(re) = pat.strip_prefix("re:") {
+        return crate::checkpoint::qconfig::regex_match(re, &slot.key);
+    }
+    let module = !slot.key.is_empty()
+        && (pat == slot.key || pat.strip_suffix(".weight") == Some(slot.key.as_str()));
+    module || glob_match(pat, id)
+}
+
 /// Why a selection failed; the caller turns it into a recipe error at the right key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SelectError {
@@ -62,9 +84,10 @@ pub fn select(
     linears: &[LinearSlot],
 ) -> Result<Vec<LinearId>, SelectError> {
     let names: Vec<String> = linears.iter().map(|l| l.id.to_string()).collect();
+    let any = |pat: &str, l: &LinearSlot, n: &str| pattern_matches(pat, l, n);
     for (field, list) in [("targets", targets.unwrap_or(&[])), ("ignore", ignore)] {
         for (i, pat) in list.iter().enumerate() {
-            if !names.iter().any(|n| glob_match(pat, n)) {
+            if !linears.iter().zip(&names).any(|(l, n)| any(pat, l, n)) {
                 return Err(SelectError {
                     index: Some(i),
                     field,
@@ -73,14 +96,14 @@ pub fn select(
             }
         }
     }
-    let matches_target = |id: &str| match targets {
-        Some(t) => t.iter().any(|p| glob_match(p, id)),
+    let matches_target = |l: &LinearSlot, id: &str| match targets {
+        Some(t) => t.iter().any(|p| any(p, l, id)),
         None => DEFAULT_TARGETS.iter().any(|p| glob_match(p, id)),
     };
     let chosen: Vec<LinearId> = linears
         .iter()
         .zip(&names)
-        .filter(|(_, n)| matches_target(n) && !ignore.iter().any(|p| glob_match(p, n)))
+        .filter(|(l, n)| matches_target(l, n) && !ignore.iter().any(|p| any(p, l, n)))
         .map(|(l, _)| l.id)
         .collect();
     if chosen.is_empty() {
@@ -130,9 +153,10 @@ fn no_match_message(pattern: &str, linears: &[LinearSlot]) -> String {
         ""
     };
     format!(
-        "pattern `{pattern}` matches no linear{hint} (ids look like: {}{more}; e.g. `{}`; `*` matches any run of characters)",
+        "pattern `{pattern}` matches no linear{hint} (ids look like: {}{more}; e.g. `{}`; `*` matches any run of characters; also accepted: module names such as `{}` and `re:` patterns over them)",
         shown.join(", "),
-        linears[0].id
+        linears[0].id,
+        linears[0].key
     )
 }
 
@@ -193,6 +217,71 @@ mod tests {
         assert!(glob_match("*.up", "blocks.0.moe.experts.12.up"));
         assert!(glob_match("a*b*c", "aXXbYYc") && !glob_match("a*b*c", "aXXbYY"));
         assert!(glob_match("", "") && !glob_match("", "x"));
+    }
+
+    /// llm-compressor's forms: module names, `re:` patterns over them, and `Linear`.
+    #[test]
+    fn module_names_regex_and_linear_select_canonical_ids() {
+        let cfg = crate::config::HfConfig::parse(
+            r#"{"architectures":["MixtralForCausalLM"],"vocab_size":10,"hidden_size":8,
+            "intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,
+            "num_local_experts":2,"num_experts_per_tok":1}"#,
+            std::path::Path::new("config.json"),
+        )
+        .unwrap();
+        let linears = crate::arch::Architecture::new(cfg).all_linears();
+        let sel = |t: &[&str], i: &[&str]| {
+            let t: Vec<String> = t.iter().map(|s| s.to_string()).collect();
+            let i: Vec<String> = i.iter().map(|s| s.to_string()).collect();
+            select(Some(&t), &i, &linears).map(names)
+        };
+        assert_eq!(
+            sel(&["model.layers.1.self_attn.q_proj"], &[]).unwrap(),
+            vec!["blocks.1.attn.q"]
+        );
+        assert_eq!(
+            sel(
+                &["model.layers.0.block_sparse_moe.experts.1.w2.weight"],
+                &[]
+            )
+            .unwrap(),
+            vec!["blocks.0.moe.experts.1.down"]
+        );
+        assert!(
+            sel(&["re:.*self_attn.(q|k)_proj"], &[]).is_err(),
+            "groups are outside the regex subset: matched literally, so nothing matches (an error, not a silent miss)"
+        );
+        assert_eq!(
+            sel(&["re:model.layers.0.self_attn.*"], &[]).unwrap(),
+            vec![
+                "blocks.0.attn.q",
+                "blocks.0.attn.k",
+                "blocks.0.attn.v",
+                "blocks.0.attn.o"
+            ]
+        );
+        let all = sel(&["Linear"], &["re:.*experts.*", "re:.*self_attn.o_proj$"]).unwrap();
+        assert_eq!(
+            all,
+            vec![
+                "blocks.0.attn.q",
+                "blocks.0.attn.k",
+                "blocks.0.attn.v",
+                "blocks.1.attn.q",
+                "blocks.1.attn.k",
+                "blocks.1.attn.v"
+            ],
+            "Linear leaves the routers out, as the default targets do"
+        );
+        let e = sel(&["re:.*nothing"], &[]).unwrap_err();
+        assert_eq!((e.field, e.index), ("targets", Some(0)));
+        assert!(
+            e.message.contains("model.layers.0.self_attn.q_proj"),
+            "{}",
+            e.message
+        );
+        let e = sel(&["blocks.*"], &["model.layers.9.mlp.down_proj"]).unwrap_err();
+        assert_eq!((e.field, e.index), ("ignore", Some(0)));
     }
 
     #[test]

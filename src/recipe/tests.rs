@@ -292,9 +292,19 @@ fn missing_calibration_source() {
     assert!(m.contains("no calibration source"), "{m}");
     let (k, _) = recipe_err(parse("calibration: { text: a, ids: b }\nsteps: []\n"));
     assert_eq!(k, "calibration");
-    let (k, m) = recipe_err(parse("steps: []\n"));
+    // No calibration block: fine for data-free steps, an error naming the step otherwise.
+    let p = plan("steps:\n  - rtn: { format: int8-ch-sym }\n  - magnitude: { sparsity: 0.5 }\n")
+        .unwrap();
+    assert_eq!(p.calibration.source, CalibSource::None);
+    let (k, m) = recipe_err(plan(
+        "steps:\n  - rtn: { format: int8-ch-sym }\n  - wanda: { sparsity: 0.5 }\n",
+    ));
     assert_eq!(k, "calibration");
-    assert!(m.contains("missing key `calibration`"), "{m}");
+    assert!(m.contains("`steps[1].wanda` needs calibration data"), "{m}");
+    let owl = "steps:\n  - magnitude: { sparsity: 0.5, profile: { owl: {} } }\n";
+    let (k, m) = recipe_err(plan(owl));
+    assert_eq!(k, "calibration");
+    assert!(m.contains("steps[0].magnitude"), "{m}");
 }
 
 // ---- stage 2 errors ---------------------------------------------------------------------------

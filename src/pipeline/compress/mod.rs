@@ -118,6 +118,12 @@ pub fn load_calibration(runner: &ModelRunner, plan: &Plan) -> Result<Calibration
         CalibSource::Ids(path) => {
             CalibrationSet::from_ids_file(path, Some(c.samples), Some(c.seq_len), runner.ends.vocab)
         }
+        // A data-free recipe: no sequences (no statistics, no reconstruction error).
+        CalibSource::None => Ok(CalibrationSet {
+            ids: Vec::new(),
+            source: "none".into(),
+            seed: c.seed,
+        }),
     }
 }
 
