@@ -359,3 +359,66 @@ fn compare_text_and_tasks_override_on_stories260k() {
     let md = std::fs::read_to_string(out.join("comparison.md")).unwrap();
     assert!(md.contains("tinystories-cloze/acc"), "{md}");
 }
+
+/// The base is evaluated once for all runs (three forward passes for two recipes, not four),
+/// and each run's KLD is what `pare eval --base` gives for its output on its own.
+#[test]
+fn compare_evaluates_the_base_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cal = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/calibration/tinystories-train-head.txt"
+    );
+    let valid = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/calibration/tinystories-valid-head.txt"
+    );
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/stories260k");
+    let mut recipes = Vec::new();
+    for (name, s) in [("m3", 0.3), ("m5", 0.5)] {
+        let p = tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "calibration: {{ text: {cal}, samples: 4, seq_len: 64 }}\nsteps:\n  - magnitude: {{ sparsity: {s} }}\nexport: {{ format: dense }}\neval: {{ text: {valid}, seq_len: 64, max_windows: 4, kld: true }}\n"
+            ),
+        )
+        .unwrap();
+        recipes.push(p);
+    }
+    let out = tmp.path().join("cmp");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pare"));
+    cmd.args(["compare", "--model", model, "--out"]).arg(&out);
+    for r in &recipes {
+        cmd.arg("--recipe").arg(r);
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // Each evaluation forward reports "blocks: 5/5" once (stories260k has 5 blocks).
+    assert_eq!(err.matches("blocks: 5/5").count(), 3, "{err}");
+    let cmp: Comparison =
+        serde_json::from_str(&std::fs::read_to_string(out.join("comparison.json")).unwrap())
+            .unwrap();
+    for name in ["m3", "m5"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_pare"))
+            .args(["--quiet", "--json", "eval", "--model"])
+            .arg(out.join(name))
+            .args([
+                "--base",
+                model,
+                "--text",
+                valid,
+                "--seq-len",
+                "64",
+                "--max-windows",
+                "4",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: Report = serde_json::from_slice(&o.stdout).unwrap();
+        let kld = r.quality.and_then(|q| q.kld).map(|k| k.mean_kld.value);
+        assert_eq!(row(&cmp, name).kld_mean, kld, "{name}");
+    }
+}

@@ -224,7 +224,15 @@ pub fn compress(
         );
         let chol_before = crate::compress::timing::cholesky_seconds();
         let t = Instant::now();
-        super::compress::run_with(&runner, &plan, &text, &out, true, progress)?;
+        super::compress::run_with(
+            &runner,
+            &plan,
+            &text,
+            &out,
+            true,
+            &mut super::eval::BaseCache::default(),
+            progress,
+        )?;
         let seconds = t.elapsed().as_secs_f64();
         let chol = crate::compress::timing::cholesky_seconds() - chol_before;
         rows.push(CompressBenchRow {

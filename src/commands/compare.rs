@@ -76,6 +76,8 @@ pub fn run(req: &CompareRequest, device: &Device, progress: &dyn Progress) -> Re
         .map_err(|e| PareError::io(format!("creating {}", req.out.display()), e))?;
 
     let mut reports: Vec<(String, String, Report)> = Vec::with_capacity(jobs.len());
+    // The base is evaluated once, on the shared windows and tasks, for every run.
+    let mut base_cache = super::eval::BaseCache::default();
     for job in &jobs {
         let dir = req.out.join(&job.stem);
         let report_path = dir.join("report.json");
@@ -98,7 +100,16 @@ pub fn run(req: &CompareRequest, device: &Device, progress: &dyn Progress) -> Re
             }
             // The folder belongs to this comparison (checked above): replace what is there.
             let force = req.force || dir.exists();
-            let report = run_with(&runner, &job.plan, &job.text, &dir, force, progress)?.report;
+            let report = run_with(
+                &runner,
+                &job.plan,
+                &job.text,
+                &dir,
+                force,
+                &mut base_cache,
+                progress,
+            )?
+            .report;
             write_key(&dir, &key, &job.recipe_path)?;
             report
         };

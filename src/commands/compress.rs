@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
-use super::eval::evaluate_into;
+use super::eval::{BaseCache, evaluate_into};
 use crate::error::{PareError, Result};
 use crate::eval::text::text_windows;
 use crate::pipeline::{ModelRunner, Progress, compress};
@@ -44,6 +44,7 @@ pub fn run_with(
     recipe_text: &str,
     out: &Path,
     force: bool,
+    base_cache: &mut BaseCache,
     progress: &dyn Progress,
 ) -> Result<Compressed> {
     // Check the evaluation inputs before any work, so a bad eval block fails fast.
@@ -78,7 +79,7 @@ pub fn run_with(
         let mut compressed = ModelRunner::open(&outcome.out, &runner.device)?;
         let mut base = ModelRunner::open(&runner.dir, &runner.device)?;
         let base_ref = if e.kld || !e.tasks.is_empty() {
-            Some(&mut base)
+            Some((&mut base, base_cache))
         } else {
             None
         };
@@ -110,5 +111,13 @@ pub fn run(req: &CompressRequest, device: &Device, progress: &dyn Progress) -> R
             parse_size(s).map_err(|e| PareError::Usage(format!("--max-shard-size {s}: {e}")))?;
     }
     let applied = crate::recipe::applied_yaml(&plan)?;
-    run_with(&runner, &plan, &applied, &req.out, req.force, progress)
+    run_with(
+        &runner,
+        &plan,
+        &applied,
+        &req.out,
+        req.force,
+        &mut BaseCache::default(),
+        progress,
+    )
 }

@@ -1,15 +1,16 @@
 //! `pare eval`: perplexity on a text, KL-divergence and agreement against a base model, and task
 //! suites, gathered into one `Report`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
 use crate::error::{PareError, Result};
 use crate::eval::tasks::{lm_eval_results, load_task, run_task};
-use crate::eval::text::{score, summary, text_windows};
+use crate::eval::text::{score_with, summary, text_windows};
 use crate::pipeline::{ModelRunner, Progress};
-use crate::report::Report;
+use crate::report::{MetricValue, Report};
 
 /// What to evaluate.
 #[derive(Clone, Debug, Default)]
@@ -27,18 +28,52 @@ pub fn default_seq_len(runner: &ModelRunner) -> usize {
     runner.cfg().max_position_embeddings.min(512)
 }
 
-/// Evaluates `model` (and `base`, already opened) into the quality and task parts of a report.
+/// What evaluating a base model gave, kept for the next model compared with the same base
+/// (`pare compare` evaluates the base once): its final hidden states on the windows last scored,
+/// and its task metrics by task file.
+#[derive(Default)]
+pub struct BaseCache {
+    hidden: Option<(Vec<Vec<u32>>, Vec<burn::tensor::Tensor<3>>)>,
+    tasks: BTreeMap<PathBuf, BTreeMap<String, MetricValue>>,
+}
+
+impl BaseCache {
+    /// The base's final hidden states on `windows`, computed unless these windows were last.
+    fn final_hidden(
+        &mut self,
+        base: &ModelRunner,
+        windows: &[Vec<u32>],
+        progress: &dyn Progress,
+    ) -> Result<&[burn::tensor::Tensor<3>]> {
+        let fresh = self
+            .hidden
+            .as_ref()
+            .is_some_and(|(w, _)| w.as_slice() == windows);
+        if !fresh {
+            self.hidden = None; // free the old states before computing the new ones
+            let h = base.final_hidden(windows, progress)?;
+            self.hidden = Some((windows.to_vec(), h));
+        }
+        match &self.hidden {
+            Some((_, h)) => Ok(h.as_slice()),
+            None => Err(PareError::Internal("base hidden states missing".into())),
+        }
+    }
+}
+
+/// Evaluates `model` (and `base`, already opened, with what earlier evaluations of it left in
+/// its cache) into the quality and task parts of a report.
 pub fn evaluate_into(
     report: &mut Report,
     model: &mut ModelRunner,
-    mut base: Option<&mut ModelRunner>,
+    mut base: Option<(&mut ModelRunner, &mut BaseCache)>,
     text: Option<&Path>,
     seq_len: Option<usize>,
     max_windows: Option<usize>,
     tasks: &[PathBuf],
     progress: &dyn Progress,
 ) -> Result<()> {
-    if let Some(b) = base.as_deref() {
+    if let Some((b, _)) = &base {
         check_same_tokenizer(model, b)?;
     }
     if let Some(text) = text {
@@ -48,20 +83,33 @@ pub fn evaluate_into(
             report.notes.push(n);
         }
         let windows = text_windows(model, text, seq, max_windows)?;
-        let scores = score(model, base.as_deref(), &windows, progress)?;
+        let scores = match &mut base {
+            Some((b, cache)) => {
+                let hidden = cache.final_hidden(b, &windows, progress)?;
+                score_with(model, Some((&**b, hidden)), &windows, progress)?
+            }
+            None => score_with(model, None, &windows, progress)?,
+        };
         report.quality = Some(summary::quality(&text.display().to_string(), &scores));
     }
     for path in tasks {
         let task = load_task(path)?;
         progress.start(&format!("task {}", task.header.task), 1);
         let agreement = matches!(task.items, crate::eval::tasks::TaskItems::Agreement(_));
-        let result = match base.as_deref_mut() {
-            Some(b) if agreement => run_task(model, Some(b), &task)?,
-            Some(b) => {
-                // The base's own score, for the report's base column.
-                let base_result = run_task(b, None, &task)?;
+        let result = match &mut base {
+            Some((b, _)) if agreement => run_task(model, Some(&mut **b), &task)?,
+            Some((b, cache)) => {
+                // The base's own score, for the report's base column (once per task file).
+                let metrics = match cache.tasks.get(path) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = run_task(&mut **b, None, &task)?.metrics;
+                        cache.tasks.insert(path.clone(), m.clone());
+                        m
+                    }
+                };
                 let mut r = run_task(model, None, &task)?;
-                r.base_metrics = Some(base_result.metrics);
+                r.base_metrics = Some(metrics);
                 r
             }
             None => run_task(model, None, &task)?,
@@ -113,10 +161,11 @@ pub fn run(req: &EvalRequest, device: &Device, progress: &dyn Progress) -> Resul
         ),
         ..Default::default()
     };
+    let mut cache = BaseCache::default();
     evaluate_into(
         &mut report,
         &mut model,
-        base.as_mut(),
+        base.as_mut().map(|b| (b, &mut cache)),
         req.text.as_deref(),
         req.seq_len,
         req.max_windows,

@@ -86,9 +86,30 @@ pub fn score(
     windows: &[Vec<u32>],
     progress: &dyn Progress,
 ) -> Result<TextScores> {
+    let based = match base {
+        Some(b) => Some((b, b.final_hidden(windows, progress)?)),
+        None => None,
+    };
+    score_with(
+        model,
+        based.as_ref().map(|(b, h)| (*b, h.as_slice())),
+        windows,
+        progress,
+    )
+}
+
+/// [`score`] with the base's final hidden states of `windows` already computed
+/// ([`ModelRunner::final_hidden`], one `[batch, seq, hidden]` tensor per batch): `pare compare`
+/// computes them once for all its runs.
+pub fn score_with(
+    model: &ModelRunner,
+    base: Option<(&ModelRunner, &[burn::tensor::Tensor<3>])>,
+    windows: &[Vec<u32>],
+    progress: &dyn Progress,
+) -> Result<TextScores> {
     let seq_len = windows.first().map(Vec::len).unwrap_or(0);
     let vocab = model.ends.vocab;
-    if let Some(b) = base {
+    if let Some((b, _)) = base {
         if b.ends.vocab != vocab {
             return Err(PareError::input(
                 &b.dir,
@@ -100,10 +121,7 @@ pub fn score(
         }
     }
     let hidden = model.final_hidden(windows, progress)?;
-    let based = match base {
-        Some(b) => Some((b, b.final_hidden(windows, progress)?)),
-        None => None,
-    };
+    let based = base;
     let mut out = TextScores {
         seq_len,
         windows: windows.len(),
