@@ -88,6 +88,10 @@ pub struct CompressArgs {
     /// Largest safetensors shard, e.g. 5GB (decimal) or 500MiB; overrides the recipe.
     #[arg(long)]
     pub max_shard_size: Option<String>,
+    /// Print the recipe as pare applies it (an llm-compressor recipe translated into pare's
+    /// vocabulary), checked against the model, and stop without compressing.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[derive(Args, Debug)]

@@ -198,6 +198,15 @@ fn run(cli: Cli) -> Result<String> {
                 _ => out = report.to_markdown(),
             }
         }
+        Command::Compress(a) if a.explain => {
+            let runner = pare::pipeline::ModelRunner::open(&a.model, &device()?)?;
+            let (plan, _) = commands::compress::plan_for(&runner, &a.recipe)?;
+            out = format!(
+                "# pare recipe equivalent to {}\n{}",
+                a.recipe.display(),
+                pare::recipe::to_yaml(&plan.recipe)?
+            );
+        }
         Command::Compress(a) => {
             pare::interrupt::install();
             let req = commands::compress::CompressRequest {

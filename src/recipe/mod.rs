@@ -18,6 +18,7 @@
 //! Stage 2, [`resolve`]: every number range-checked, every target glob matched, defaults filled,
 //! paths resolved against the recipe's folder.
 
+pub mod llmc;
 pub mod plan;
 pub mod schema;
 pub mod suggest;
@@ -46,12 +47,24 @@ pub fn load_recipe(path: &Path) -> Result<Recipe> {
 
 /// Parses recipe `text`; `path` is only used in error messages.
 pub fn parse_recipe(text: &str, path: &Path) -> Result<Recipe> {
+    // An llm-compressor recipe (`*_stage` keys) is translated; anything else is pare's own.
+    if let Ok(v) = serde_saphyr::from_str::<llmc::Node>(text)
+        && llmc::is_llmc(&v)
+    {
+        let recipe = llmc::translate(&v, path)?;
+        return check_calibration(recipe, path);
+    }
     schema::reset_key_path();
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
     let parsed = serde_saphyr::from_str_with_options::<Recipe>(text, options);
     let segments = schema::take_key_path();
     let recipe = parsed.map_err(|e| parse_error(&e, &segments, text, path))?;
+    check_calibration(recipe, path)
+}
+
+/// The calibration block names one source, or none at all (a data-free recipe).
+fn check_calibration(recipe: Recipe, path: &Path) -> Result<Recipe> {
     let c = &recipe.calibration;
     match (&c.text, &c.ids) {
         // No calibration at all: a data-free recipe (checked when the steps are resolved).
