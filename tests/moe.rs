@@ -389,32 +389,12 @@ fn a_planted_super_expert_is_found_and_protected() {
     assert_eq!(found, vec![(1, 6)], "{so}");
 
     // Zeroing the super expert against zeroing an ordinary one, KLD against the planted model.
-    let valid =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/tinystories-valid-head.txt");
     let mut kld = Vec::new();
     for (name, e) in [("zero-super", 6), ("zero-other", 4)] {
         let m = tmp.path().join(name);
         mixtral_with_scaled(&m, &down(1, 6), 40.0);
         scale_tensor(&m.join("model.safetensors"), &down(1, e), 0.0);
-        let rep = tmp.path().join(format!("{name}-report"));
-        let args = [
-            "eval",
-            "--model",
-            m.to_str().expect("utf-8"),
-            "--base",
-            p,
-            "--text",
-            valid.to_str().expect("utf-8"),
-            "--seq-len",
-            "128",
-            "--max-windows",
-            "16",
-            "--report",
-            rep.to_str().expect("utf-8"),
-        ];
-        let o = common::pare(&args);
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-        let r = read_json(&rep.join("report.json"));
+        let r = eval_json(&m, &["--base", p]);
         kld.push(mean_kld(&r));
     }
     eprintln!(
@@ -460,9 +440,17 @@ fn a_planted_super_expert_is_found_and_protected() {
 /// Perplexity `pare eval` reads back from `model` on the first 16 windows of 128 of the
 /// shipped validation text.
 fn eval_ppl(model: &Path) -> f64 {
+    eval_json(model, &[])["quality"]["perplexity"]["ppl"]
+        .as_f64()
+        .expect("ppl")
+}
+
+/// `pare --json eval` of `model` on the first 16 windows of 128 of the shipped validation text,
+/// plus `extra` arguments; the report.
+fn eval_json(model: &Path, extra: &[&str]) -> serde_json::Value {
     let valid =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/tinystories-valid-head.txt");
-    let args = [
+    let mut args = vec![
         "--json",
         "eval",
         "--model",
@@ -474,11 +462,11 @@ fn eval_ppl(model: &Path) -> f64 {
         "--max-windows",
         "16",
     ];
+    args.extend_from_slice(extra);
     let o = common::pare(&args);
     let (so, se) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{se}");
-    let r: serde_json::Value = serde_json::from_str(&so).expect("eval json");
-    r["quality"]["perplexity"]["ppl"].as_f64().expect("ppl")
+    serde_json::from_str(&so).expect("eval json")
 }
 
 /// MoE exports round-trip: Wanda 50% written dense and as the (legacy) sparse bitmask, GPTQ
