@@ -198,6 +198,17 @@ fn expert_pruning_writes_a_checkpoint_transformers_loads() {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
         let report = read_json(&out.join("report.json"));
         kld.push(mean_kld(&report));
+        // Sizes: the removed experts count before and not after (bf16: 2 bytes a weight; per
+        // block attention 196,608 weights, the router 8 (6) × 256, each expert 3 × 384 × 256).
+        let totals = &report["totals"];
+        assert_eq!(
+            totals["bytes_linear_before"],
+            4 * (196_608 + 8 * 256 + 8 * 294_912) * 2
+        );
+        assert_eq!(
+            totals["bytes_linear_after"],
+            4 * (196_608 + 6 * 256 + 6 * 294_912) * 2
+        );
         let cfg = read_json(&out.join("config.json"));
         assert_eq!(cfg["num_local_experts"], 6);
         let kept: Vec<Vec<usize>> = report["expert_pruning"]

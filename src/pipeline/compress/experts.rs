@@ -14,7 +14,8 @@ use crate::report::ExpertPruneReport;
 /// Prunes the experts of MoE block `b` (`block`, its linears `slots` as read) by `params`'
 /// saliency over the calibration inputs `hidden`; the experts in `protected` (super experts) are
 /// always kept. Returns the output's slots (named by `out`,
-/// the architecture with the kept expert count) with each linear's original id, and the report.
+/// the architecture with the kept expert count) with each linear's original id, the removed
+/// linears and the report.
 pub fn prune(
     block: &mut DecoderBlock,
     slots: Vec<LinearSlot>,
@@ -24,7 +25,7 @@ pub fn prune(
     protected: &[usize],
     hidden: &[Tensor<3>],
     rope: &Rope,
-) -> Result<(Vec<(LinearSlot, LinearId)>, ExpertPruneReport)> {
+) -> Result<Pruned> {
     let Ffn::Moe(moe) = &block.ffn else {
         return Err(PareError::Internal(format!(
             "expert-prune: block {b} has no experts"
@@ -66,14 +67,33 @@ pub fn prune(
         }
         renamed.push((slot, orig));
     }
-    Ok((
-        renamed,
-        ExpertPruneReport {
+    // Weights the output drops: the removed experts, and the router's rows for them.
+    let removed = slots
+        .iter()
+        .map(|s| match renamed.iter().find(|(_, o)| *o == s.id) {
+            Some((n, _)) => (s.rows - n.rows.min(s.rows)) * s.cols,
+            None => s.rows * s.cols,
+        })
+        .sum();
+    Ok(Pruned {
+        slots: renamed,
+        removed,
+        report: ExpertPruneReport {
             block: b,
             saliency: params.saliency.name().to_string(),
             kept,
             scores,
             tokens_routed: tap.tokens,
         },
-    ))
+    })
+}
+
+/// One block after expert pruning.
+pub struct Pruned {
+    /// The output's linears, each with its id in the model as read.
+    pub slots: Vec<(LinearSlot, LinearId)>,
+    /// Weights of the input the output drops (removed experts, their router rows), counted in
+    /// the size before.
+    pub removed: usize,
+    pub report: ExpertPruneReport,
 }

@@ -58,6 +58,12 @@ impl ExportState {
         }
     }
 
+    /// Counts `weights` linear weights the output drops (pruned experts) in the size before:
+    /// dense bytes in the model dtype, nothing after.
+    pub fn count_removed(&mut self, weights: usize) {
+        self.bytes_before += weights as u64 * dtype_bytes(self.dtype);
+    }
+
     /// Tensors for the linear `slot` in the export layout; `compressed` is false for a linear no
     /// step touched (written dense).
     pub fn encode(

@@ -233,7 +233,7 @@ pub fn compress(
                         _ => None,
                     })
                     .collect();
-                let (slots, r) = experts::prune(
+                let pruned = experts::prune(
                     &mut device_block,
                     slots,
                     out_arch,
@@ -243,8 +243,9 @@ pub fn compress(
                     &hidden,
                     &rope,
                 )?;
-                report.expert_pruning.push(r);
-                slots
+                export_state.count_removed(pruned.removed);
+                report.expert_pruning.push(pruned.report);
+                pruned.slots
             }
             _ => slots.into_iter().map(|s| (s.clone(), s.id)).collect(),
         };
