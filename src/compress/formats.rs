@@ -228,12 +228,17 @@ pub const PRESETS: [(&str, &str); 3] = [
     ("W8A16", "int8-ch-sym"),
 ];
 
-/// The row called `name` (exact match), or named by a preset (`W4A16`, any case), if any.
-pub fn row_by_name(name: &str) -> Option<&'static FormatRow> {
-    let name = PRESETS
+/// The table row a preset name (`W4A16`, any case) stands for, if it is one.
+pub fn preset(name: &str) -> Option<&'static str> {
+    PRESETS
         .iter()
         .find(|(p, _)| p.eq_ignore_ascii_case(name))
-        .map_or(name, |(_, row)| row);
+        .map(|(_, row)| *row)
+}
+
+/// The row called `name` (exact match), or named by a preset (`W4A16`, any case), if any.
+pub fn row_by_name(name: &str) -> Option<&'static FormatRow> {
+    let name = preset(name).unwrap_or(name);
     FORMATS.iter().find(|r| r.name == name)
 }
 

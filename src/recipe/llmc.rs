@@ -574,10 +574,8 @@ fn scheme(f: &Map<String, Value>) -> std::result::Result<(String, Option<Vec<Str
 
 /// A compressed-tensors preset name pare can run, as its format name.
 fn preset(p: &str, field: &str) -> std::result::Result<String, FieldErr> {
-    crate::compress::formats::PRESETS
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(p))
-        .map(|(_, row)| row.to_string())
+    crate::compress::formats::preset(p)
+        .map(str::to_string)
         .ok_or_else(|| {
             field_err(
                 field,
