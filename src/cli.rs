@@ -64,11 +64,35 @@ pub enum Command {
     },
     /// List the sparsity patterns and quantisation formats pare knows.
     Formats,
+    /// Convert a checkpoint (one pare wrote, or any supported Hugging Face checkpoint) to
+    /// another format; today GGUF for llama.cpp.
+    Export(ExportArgs),
     /// Benchmarks that report ratios measured in one run.
     Bench {
         #[command(subcommand)]
         which: BenchCommand,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Input model directory (Hugging Face layout, dense or pack-quantized).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output format: `gguf`.
+    #[arg(long, default_value = "gguf")]
+    pub to: String,
+    /// GGUF type: f32, f16, bf16, q8_0 or q4_0. pare's int4/int8 symmetric group-32 linears are
+    /// re-packed as Q4_0/Q8_0 exactly whatever the type; other float matrices are converted, or
+    /// quantised with llama.cpp's RTN for q8_0/q4_0.
+    #[arg(long = "type", default_value = "f16")]
+    pub ty: String,
+    /// Output file (default: `<model>/model-<type>.gguf`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

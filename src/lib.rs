@@ -14,6 +14,7 @@ pub mod compress;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod gguf;
 pub mod id;
 pub mod inspect;
 pub mod interrupt;

@@ -171,6 +171,17 @@ fn run(cli: Cli) -> Result<String> {
                 out = pare::compress::formats::formats_table()
             }
         }
+        Command::Export(a) => {
+            pare::interrupt::install();
+            let r = commands::export::run(&a.model, &a.to, &a.ty, a.out.as_deref(), a.force)?;
+            if cli.json {
+                out = json(&r)?
+            } else if cli.quiet {
+                let _ = writeln!(out, "{}", r.file);
+            } else {
+                out = commands::export::summary(&r);
+            }
+        }
         Command::Eval(a) => {
             let req = commands::eval::EvalRequest {
                 model: a.model,

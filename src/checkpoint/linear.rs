@@ -9,6 +9,28 @@ use crate::compress::quant::ScaleDtype;
 use crate::error::{PareError, Result};
 use crate::matrix::Matrix;
 
+/// A `pack-quantized` linear as stored: signed integer codes and their parameters.
+#[derive(Clone, Debug)]
+pub struct PackedLinear {
+    /// Bits per code (2–8).
+    pub bits: u8,
+    /// `[rows, cols]` signed codes (`q − 2^(bits−1)` of the stored unsigned value).
+    pub codes: Vec<i16>,
+    /// `[scale_rows, groups]` scales as f32 (read from `scale_dtype`).
+    pub scales: Vec<f32>,
+    pub scale_dtype: crate::checkpoint::Dtype,
+    /// 1 (one scale per tensor) or the row count.
+    pub scale_rows: usize,
+    /// Scales per row.
+    pub groups: usize,
+    /// The group of each column (from `weight_g_idx`, or contiguous groups).
+    pub group_of: Vec<usize>,
+    /// A `weight_g_idx` tensor is stored (activation order).
+    pub has_g_idx: bool,
+    /// `[rows, groups]` signed zero-points when asymmetric.
+    pub zero_points: Option<Vec<i64>>,
+}
+
 impl TensorStore {
     fn shape_error(&self, name: &str, expected: &[usize], found: &[usize]) -> PareError {
         PareError::input(
@@ -62,6 +84,45 @@ impl TensorStore {
         cols: usize,
         qcfg: Option<&QuantizationConfig>,
     ) -> Result<Matrix> {
+        let p = self.read_packed(prefix, rows, cols, qcfg)?;
+        let round = ScaleDtype::from(p.scale_dtype);
+        let mut out = vec![0f32; rows * cols];
+        for r in 0..rows {
+            let sr = if p.scale_rows == 1 { 0 } else { r };
+            for c in 0..cols {
+                let g = p.group_of[c];
+                let qv = i64::from(p.codes[r * cols + c]);
+                let z = p.zero_points.as_ref().map_or(0, |z| z[r * p.groups + g]);
+                out[r * cols + c] = round.round((qv - z) as f32 * p.scales[sr * p.groups + g]);
+            }
+        }
+        Ok(Matrix::from_vec(rows, cols, out))
+    }
+
+    /// The integer codes and quantisation parameters of a compressed-tensors `pack-quantized`
+    /// linear `prefix` (`[rows, cols]`), without dequantising; `Ok(None)` when the linear is not
+    /// stored packed. Exporters that re-pack the codes (GGUF) use this, so nothing is rounded
+    /// twice.
+    pub fn read_quantized(
+        &self,
+        prefix: &str,
+        rows: usize,
+        cols: usize,
+        qcfg: Option<&QuantizationConfig>,
+    ) -> Result<Option<PackedLinear>> {
+        if !self.contains(&format!("{prefix}.weight_packed")) {
+            return Ok(None);
+        }
+        self.read_packed(prefix, rows, cols, qcfg).map(Some)
+    }
+
+    fn read_packed(
+        &self,
+        prefix: &str,
+        rows: usize,
+        cols: usize,
+        qcfg: Option<&QuantizationConfig>,
+    ) -> Result<PackedLinear> {
         let packed_name = format!("{prefix}.weight_packed");
         let (pshape, packed) = self.read_int(&packed_name)?;
         let shape_name = format!("{prefix}.weight_shape");
@@ -86,8 +147,11 @@ impl TensorStore {
             return Err(self.shape_error(&packed_name, &[rows, want], &pshape));
         }
         let words: Vec<u32> = packed.iter().map(|&v| v as u32).collect();
-        let q = unpack_rows(&words, rows, cols, bits as u32);
         let offset = 1i64 << (bits - 1);
+        let codes: Vec<i16> = unpack_rows(&words, rows, cols, bits as u32)
+            .into_iter()
+            .map(|v| (i64::from(v) - offset) as i16)
+            .collect();
 
         let scale_name = format!("{prefix}.weight_scale");
         let (sdt, sshape, sbytes) = self.read_raw(&scale_name)?;
@@ -98,7 +162,6 @@ impl TensorStore {
             )
         })?;
         self.check_finite(&scale_name, &scales)?;
-        let round = ScaleDtype::from(sdt);
         // [rows, n_groups], [rows, 1] (channel) or [1] / [] (tensor).
         let (srows, ngroups) = match sshape.as_slice() {
             [] | [1] => (1, 1),
@@ -106,7 +169,8 @@ impl TensorStore {
             _ => return Err(self.shape_error(&scale_name, &[rows, 1], &sshape)),
         };
         let gidx_name = format!("{prefix}.weight_g_idx");
-        let group_of: Vec<usize> = if self.contains(&gidx_name) {
+        let has_g_idx = self.contains(&gidx_name);
+        let group_of: Vec<usize> = if has_g_idx {
             let (gshape, g) = self.read_int(&gidx_name)?;
             self.expect_shape(&gidx_name, &[cols], &gshape)?;
             if let Some(bad) = g.iter().find(|&&v| v < 0 || v as usize >= ngroups) {
@@ -154,17 +218,17 @@ impl TensorStore {
             None
         };
 
-        let mut out = vec![0f32; rows * cols];
-        for r in 0..rows {
-            let sr = if srows == 1 { 0 } else { r };
-            for c in 0..cols {
-                let g = group_of[c];
-                let qv = q[r * cols + c] as i64 - offset;
-                let z = zps.as_ref().map_or(0, |z| z[r * ngroups + g]);
-                out[r * cols + c] = round.round((qv - z) as f32 * scales[sr * ngroups + g]);
-            }
-        }
-        Ok(Matrix::from_vec(rows, cols, out))
+        Ok(PackedLinear {
+            bits: bits as u8,
+            codes,
+            scales,
+            scale_dtype: sdt,
+            scale_rows: srows,
+            groups: ngroups,
+            group_of,
+            has_g_idx,
+            zero_points: zps,
+        })
     }
 
     fn read_bitmask(&self, prefix: &str, rows: usize, cols: usize) -> Result<Matrix> {

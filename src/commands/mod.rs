@@ -4,6 +4,7 @@ pub mod bench;
 pub mod compare;
 pub mod compress;
 pub mod eval;
+pub mod export;
 
 use crate::report::Provenance;
 
