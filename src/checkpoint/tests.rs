@@ -222,7 +222,7 @@ fn pack_quantized_roundtrip_symmetric_and_asymmetric() {
         let sdt = match dt {
             ScaleDtype::BF16 => Dtype::BF16,
             ScaleDtype::F16 => Dtype::F16,
-            ScaleDtype::F32 => Dtype::F32,
+            ScaleDtype::F32 | ScaleDtype::F16Grid => Dtype::F32,
         };
         let t = encode_pack_quantized("b.o", &q, 7, 32, sdt).unwrap();
         assert_eq!(t.iter().any(|(n, _)| n == "b.o.weight_zero_point"), !sym);

@@ -507,11 +507,27 @@ impl CheckpointWriter {
     /// moves the folder into place (replacing the old one only now, with `force`). `metadata`
     /// goes into every shard header; `format: pt` is added when absent.
     pub fn finish(
+        self,
+        config_json: &serde_json::Value,
+        copy_files: &[PathBuf],
+        extra_files: &[(String, Vec<u8>)],
+        metadata: BTreeMap<String, String>,
+    ) -> Result<PathBuf> {
+        self.finish_with(config_json, copy_files, extra_files, metadata, &mut |_| {
+            Ok(())
+        })
+    }
+
+    /// [`CheckpointWriter::finish`], running `post` on the complete temporary folder before it
+    /// is moved into place (to write files derived from the checkpoint, such as a GGUF); an
+    /// error from `post` leaves nothing behind.
+    pub fn finish_with(
         mut self,
         config_json: &serde_json::Value,
         copy_files: &[PathBuf],
         extra_files: &[(String, Vec<u8>)],
         mut metadata: BTreeMap<String, String>,
+        post: &mut dyn FnMut(&Path) -> Result<()>,
     ) -> Result<PathBuf> {
         metadata
             .entry("format".into())
@@ -575,6 +591,7 @@ impl CheckpointWriter {
         for (name, bytes) in extra_files {
             write_file(&self.tmp.join(name), bytes, &mut self.budget)?;
         }
+        post(&self.tmp)?;
         let old = if self.out.exists() {
             if !self.force {
                 return Err(PareError::Usage(format!(

@@ -209,6 +209,11 @@ pub const EXPORTS: &[ExportRow] = &[
         readers: "compressed-tensors ≥ 0.12 (vLLM, transformers with compressed-tensors), pare",
     },
     ExportRow {
+        name: "gguf",
+        status: "current",
+        readers: "llama.cpp (and ollama, LM Studio): model.gguf beside the checkpoint, type f32/f16/bf16/q8_0/q4_0; int4/int8-g32-sym codes re-packed as Q4_0/Q8_0 exactly; also `pare export --to gguf`",
+    },
+    ExportRow {
         name: "sparse-bitmask",
         status: "legacy",
         readers: "compressed-tensors ≤ 0.14.0.1 (llm-compressor ≤ 0.10), pare; not compressed-tensors ≥ 0.15 nor transformers 5",

@@ -66,6 +66,11 @@ pub trait Compressor {
     fn fallback(&self) -> Option<Method> {
         None
     }
+    /// The integer grid a quantisation method writes, when one scheme covers every linear
+    /// (`None` for pruners and adaptive schemes).
+    fn scheme(&self) -> Option<QuantScheme> {
+        None
+    }
 }
 
 /// Serialises an optional N:M pattern as `"unstructured"` or `"N:M"`.

@@ -14,6 +14,10 @@ pub enum ScaleDtype {
     F32,
     BF16,
     F16,
+    /// f32 arithmetic with every scale rounded to f16: the grid of a GGUF export from an f32 or
+    /// bf16 model (GGUF `Q4_0`/`Q8_0` store f16 scales, so the codes then re-pack exactly and
+    /// the dequantised weights `q · scale` are the f32 products llama.cpp computes).
+    F16Grid,
 }
 
 impl From<safetensors::Dtype> for ScaleDtype {
@@ -32,16 +36,26 @@ impl ScaleDtype {
     #[inline]
     pub fn round(self, x: f32) -> f32 {
         match self {
-            ScaleDtype::F32 => x,
+            ScaleDtype::F32 | ScaleDtype::F16Grid => x,
             ScaleDtype::BF16 => half::bf16::from_f32(x).to_f32(),
             ScaleDtype::F16 => half::f16::from_f32(x).to_f32(),
+        }
+    }
+
+    /// Rounds a scale: to f16 for [`ScaleDtype::F16Grid`], else as [`ScaleDtype::round`].
+    #[inline]
+    pub fn round_scale(self, x: f32) -> f32 {
+        match self {
+            ScaleDtype::F16Grid => half::f16::from_f32(x).to_f32(),
+            d => d.round(x),
         }
     }
 
     /// Machine epsilon of this dtype (`torch.finfo(dtype).eps`): the scale that replaces 0.
     pub fn eps(self) -> f32 {
         match self {
-            ScaleDtype::F32 => f32::EPSILON,
+            // 2^-23 is an f16 (subnormal) too.
+            ScaleDtype::F32 | ScaleDtype::F16Grid => f32::EPSILON,
             ScaleDtype::BF16 => half::bf16::EPSILON.to_f32(),
             ScaleDtype::F16 => half::f16::EPSILON.to_f32(),
         }
@@ -80,9 +94,9 @@ pub fn minmax_params(values: &[f32], scheme: &QuantScheme, dt: ScaleDtype) -> Gr
     let bit_range = (qmax - qmin) as f32;
     let (scale, zero_point) = if scheme.symmetric {
         let amax = lo.abs().max(hi.abs());
-        (dt.round(amax / (bit_range / 2.0)), 0)
+        (dt.round_scale(amax / (bit_range / 2.0)), 0)
     } else {
-        let scale = dt.round(dt.round(hi - lo) / bit_range);
+        let scale = dt.round_scale(dt.round(hi - lo) / bit_range);
         let zp = if scale == 0.0 {
             0
         } else {

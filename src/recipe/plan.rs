@@ -188,8 +188,36 @@ pub enum ExportFormat {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ExportPlan {
+    /// The Hugging Face layout written (and evaluated).
     pub format: ExportFormat,
     pub max_shard_bytes: u64,
+    /// `format: gguf`: also write `model.gguf` of this type (see [`crate::gguf`]).
+    pub gguf: Option<crate::gguf::GgmlType>,
+}
+
+impl ExportPlan {
+    /// The quantisation grid: the model's dtype, or with a GGUF export scales on the f16 grid
+    /// GGUF stores (f32 arithmetic; an f16 model keeps its own f16 grid), so pare's codes
+    /// re-pack exactly.
+    pub fn grid(&self, model: crate::checkpoint::Dtype) -> crate::compress::quant::ScaleDtype {
+        use crate::compress::quant::ScaleDtype;
+        match (self.gguf.is_some(), ScaleDtype::from(model)) {
+            (true, ScaleDtype::F16) => ScaleDtype::F16,
+            (true, _) => ScaleDtype::F16Grid,
+            (false, d) => d,
+        }
+    }
+
+    /// The dtype the checkpoint stores scales in: the model's, or with a GGUF export f32 for a
+    /// bf16 model (bf16 cannot hold the f16 grid's scales).
+    pub fn scale_dtype(&self, model: crate::checkpoint::Dtype) -> crate::checkpoint::Dtype {
+        use crate::checkpoint::Dtype;
+        match (self.gguf.is_some(), model) {
+            (true, Dtype::F16) => Dtype::F16,
+            (true, _) => Dtype::F32,
+            (false, d) => d,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -280,7 +308,8 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
         ));
     }
     let export_spec = recipe.export.clone().unwrap_or_default();
-    let format = resolve_export_format(&ctx, export_spec.format, &steps)?;
+    let (format, gguf) = resolve_gguf(&ctx, &export_spec, &steps)?;
+    let format = resolve_export_format(&ctx, format, &steps)?;
     let max_shard_bytes = match &export_spec.max_shard_size {
         None => DEFAULT_MAX_SHARD_BYTES,
         Some(s) => parse_size(s).map_err(|m| ctx.err("export.max_shard_size", m))?,
@@ -311,6 +340,7 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
         export: ExportPlan {
             format,
             max_shard_bytes,
+            gguf,
         },
         eval,
         notes,
@@ -450,6 +480,60 @@ fn read_ids_shape(file: &Path) -> Result<(usize, usize)> {
     }
 }
 
+/// `export: { format: gguf, type: T }`: the compressed-tensors layout written beside the GGUF and
+/// the GGUF type. Every quantisation step must use a scheme GGUF holds exactly (int4 or int8,
+/// symmetric, groups of 32).
+fn resolve_gguf(
+    ctx: &Ctx,
+    spec: &crate::recipe::ExportSpec,
+    steps: &[PlanStep],
+) -> Result<(Option<ExportFormatSpec>, Option<crate::gguf::GgmlType>)> {
+    use crate::gguf::GgmlType;
+    if spec.format != Some(ExportFormatSpec::Gguf) {
+        if spec.gguf_type.is_some() {
+            return Err(ctx.err(
+                "export.type",
+                "`type` is the GGUF type and needs `format: gguf`",
+            ));
+        }
+        return Ok((spec.format, None));
+    }
+    let mut default = GgmlType::F16;
+    for s in steps.iter().filter(|s| s.quantises()) {
+        let scheme = s.method.compressor().scheme();
+        match scheme.map(|q| (q.bits, q.group_size, q.symmetric)) {
+            Some((4, Some(32), true)) => default = GgmlType::Q4_0,
+            Some((8, Some(32), true)) if default != GgmlType::Q4_0 => default = GgmlType::Q8_0,
+            Some((8, Some(32), true)) => {}
+            _ => {
+                return Err(ctx.err(
+                    "export.format",
+                    format!(
+                        "GGUF holds pare's quantised weights exactly only as Q4_0 (int4, symmetric, groups of 32) or Q8_0 (int8, symmetric, groups of 32); step `{}` uses {}. Use format int4-g32-sym or int8-g32-sym, or export `dense` and convert with `pare export --to gguf` (llama.cpp's RTN)",
+                        s.key,
+                        scheme.map_or("an adaptive scheme".to_string(), |q| {
+                            crate::compress::formats::scheme_name(&q).map_or_else(
+                                || format!("int{} group {:?} symmetric {}", q.bits, q.group_size, q.symmetric),
+                                str::to_string,
+                            )
+                        }),
+                    ),
+                ));
+            }
+        }
+    }
+    let ty = match &spec.gguf_type {
+        None => default,
+        Some(t) => GgmlType::parse(t).ok_or_else(|| {
+            ctx.err(
+                "export.type",
+                format!("`{t}`: expected one of f32, f16, bf16, q8_0, q4_0"),
+            )
+        })?,
+    };
+    Ok((Some(ExportFormatSpec::CompressedTensors), Some(ty)))
+}
+
 fn resolve_export_format(
     ctx: &Ctx,
     spec: Option<ExportFormatSpec>,
@@ -471,6 +555,8 @@ fn resolve_export_format(
     let key = "export.format";
     Ok(match spec.unwrap_or(ExportFormatSpec::CompressedTensors) {
         ExportFormatSpec::Dense => ExportFormat::Dense,
+        // Resolved by `resolve_gguf` before this point.
+        ExportFormatSpec::Gguf => ExportFormat::Dense,
         ExportFormatSpec::CompressedTensors if quantises => ExportFormat::PackQuantized,
         // Sparse-only: written dense, as llm-compressor 0.14 does (compressed-tensors ≥ 0.15 has
         // no sparse-only layout that transformers or vLLM load).

@@ -177,6 +177,10 @@ pub struct ExportSpec {
     /// Largest shard, e.g. `"5GB"`, `"500MiB"` or a byte count (default 5GB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_shard_size: Option<String>,
+    /// `format: gguf` only: the GGUF type, `f32`, `f16`, `bf16`, `q8_0` or `q4_0` (default: `q4_0`
+    /// after an int4-g32-sym step, `q8_0` after int8-g32-sym, else `f16`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub gguf_type: Option<String>,
 }
 
 /// `export.format`. `compressed-tensors` picks the best compressed-tensors format automatically.
@@ -192,6 +196,9 @@ pub enum ExportFormatSpec {
     PackQuantized,
     #[serde(rename = "compressed-tensors")]
     CompressedTensors,
+    /// A llama.cpp GGUF file (`model.gguf`) beside the compressed-tensors checkpoint.
+    #[serde(rename = "gguf")]
+    Gguf,
 }
 
 /// `eval:`.

@@ -145,7 +145,8 @@ fn resolves_defaults_and_paths() {
         p.export,
         ExportPlan {
             format: ExportFormat::PackQuantized,
-            max_shard_bytes: 5_000_000_000
+            max_shard_bytes: 5_000_000_000,
+            gguf: None,
         }
     );
     let e = p.eval.unwrap();
@@ -655,8 +656,10 @@ fn shipped_recipes_parse_and_resolve_for_stories260k() {
         );
         let e = p.eval.as_ref().unwrap();
         assert_eq!((e.seq_len, e.max_windows, e.kld), (256, Some(50), true));
+        // The GGUF recipe leaves down_proj (d_in 172, no group of 32) out.
+        let targets = if p.export.gguf.is_some() { 30 } else { 35 };
         assert!(
-            p.steps.iter().all(|s| s.targets.len() == 35),
+            p.steps.iter().all(|s| s.targets.len() == targets),
             "{}: every linear targeted",
             file.display()
         );
@@ -674,6 +677,9 @@ fn shipped_recipes_parse_and_resolve_for_stories260k() {
         )
         .unwrap()
     };
+    let gguf = by("gptq-q4_0-gguf.yaml");
+    assert_eq!(gguf.export.format, ExportFormat::PackQuantized);
+    assert_eq!(gguf.export.gguf, Some(crate::gguf::GgmlType::Q4_0));
     let comp = by("sparsegpt-2of4-gptq-int4.yaml");
     assert_eq!(
         comp.steps

@@ -366,6 +366,45 @@ pub fn sections(r: &Report) -> Vec<Section> {
                 ),
         );
     }
+    if let Some(g) = &r.gguf {
+        let types: Vec<String> = g
+            .tensors_by_type
+            .iter()
+            .map(|(t, n)| format!("{n} {t}"))
+            .collect();
+        let mut rows = vec![
+            vec!["file".to_string(), g.file.clone()],
+            vec!["type".into(), g.ty.clone()],
+            vec!["llama.cpp architecture".into(), g.architecture.clone()],
+            vec![
+                "tensors".into(),
+                format!("{} ({})", g.tensors, types.join(", ")),
+            ],
+            vec!["bytes".into(), g.bytes.to_string()],
+            vec![
+                "quantised linears re-packed exactly".into(),
+                g.exact.to_string(),
+            ],
+            vec![
+                "tensors quantised by llama.cpp's RTN here".into(),
+                if g.requantised.is_empty() {
+                    "none".into()
+                } else {
+                    g.requantised.join(", ")
+                },
+            ],
+        ];
+        rows.extend(g.notes.iter().map(|n| vec!["note".to_string(), n.clone()]));
+        out.push(
+            Section::new(2, "GGUF")
+                .intro(
+                    "The llama.cpp file written beside the checkpoint. The figures above evaluate \
+                     the checkpoint; the GGUF holds the same quantised linears bit for bit, and \
+                     any tensor listed as quantised here by RTN differs from it.",
+                )
+                .table(&["", ""], rows),
+        );
+    }
     if let Some(a) = &r.allocation {
         let mut rows = Vec::new();
         if let Some(steps) = a.get("steps").and_then(|v| v.as_object()) {

@@ -144,6 +144,7 @@ pub(crate) mod tests {
         let lm_eval_results = crate::eval::tasks::lm_eval_results(&tasks);
         Report {
             allocation: None,
+            gguf: None,
             provenance: Provenance {
                 tool: "pare".into(),
                 version: crate::VERSION.into(),

@@ -30,6 +30,9 @@ pub struct Report {
     /// saliencies they were ranked by.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expert_pruning: Vec<ExpertPruneReport>,
+    /// The GGUF file written beside the checkpoint (`export.format: gguf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf: Option<crate::gguf::GgufReport>,
     /// Wall time per decoder block.
     #[serde(default)]
     pub blocks: Vec<BlockTiming>,

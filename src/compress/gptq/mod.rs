@@ -90,6 +90,9 @@ impl MethodSpec for Spec {
 }
 
 impl Compressor for Params {
+    fn scheme(&self) -> Option<QuantScheme> {
+        Some(self.scheme)
+    }
     fn fallback(&self) -> Option<crate::compress::Method> {
         Some(crate::compress::Method::Rtn(crate::compress::rtn::Params {
             scheme: self.scheme,

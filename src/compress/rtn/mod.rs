@@ -53,6 +53,9 @@ impl MethodSpec for Spec {
 }
 
 impl Compressor for Params {
+    fn scheme(&self) -> Option<QuantScheme> {
+        Some(self.scheme)
+    }
     fn kind(&self) -> MethodKind {
         MethodKind::Quantize
     }

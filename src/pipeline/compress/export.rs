@@ -28,6 +28,8 @@ fn dtype_bytes(d: Dtype) -> u64 {
 pub struct ExportState {
     format: ExportFormat,
     dtype: Dtype,
+    /// The dtype of quantisation scales (f16 for GGUF, else the model's).
+    scale_dtype: Dtype,
     groups: Vec<(QuantScheme, Vec<String>)>,
     /// Per entry of `groups`: quantised with static act-order (written as `"actorder": "static"`,
     /// as llm-compressor does; RTN/FineQuant groups keep `null`).
@@ -42,10 +44,11 @@ pub struct ExportState {
 }
 
 impl ExportState {
-    pub fn new(format: ExportFormat, dtype: Dtype) -> Self {
+    pub fn new(format: ExportFormat, dtype: Dtype, scale_dtype: Dtype) -> Self {
         Self {
             format,
             dtype,
+            scale_dtype,
             groups: Vec::new(),
             static_order: Vec::new(),
             unquantised: Vec::new(),
@@ -93,7 +96,7 @@ impl ExportState {
                         self.static_order.push(ordered);
                     }
                 }
-                checkpoint::encode_pack_quantized(key, q, w.rows, w.cols, self.dtype)?
+                checkpoint::encode_pack_quantized(key, q, w.rows, w.cols, self.scale_dtype)?
             }
             (ExportFormat::SparseBitmask, true, _) => {
                 self.sparse_targets.push(key.to_string());

@@ -26,7 +26,6 @@ use crate::calib::CalibrationSet;
 use crate::checkpoint::{CheckpointWriter, OutTensor};
 use crate::compress::CompressedLinear;
 use crate::compress::kit::select::tail_note;
-use crate::compress::quant::ScaleDtype;
 use crate::error::Result;
 use crate::model::Rope;
 use crate::recipe::{CalibSource, Plan, Propagate, Sequential};
@@ -202,14 +201,15 @@ pub fn compress(
         .chunks(runner.batch.max(1))
         .map(|c| runner.ends.embed(c))
         .collect::<Result<_>>()?;
+    let scale_dtype = plan.export.scale_dtype(dtype);
     let ctx = LoopCtx::new(
         &plan.steps,
         allocation,
-        ScaleDtype::from(dtype),
+        plan.export.grid(dtype),
         plan.calibration.experts,
     );
     let mut report = Report::default();
-    let mut export_state = export::ExportState::new(plan.export.format, dtype);
+    let mut export_state = export::ExportState::new(plan.export.format, dtype, scale_dtype);
     let pruning = expert_pruning(runner, plan)?;
 
     progress.start("compress", cfg.num_layers as u64);
@@ -322,7 +322,25 @@ pub fn compress(
     metadata.insert("pare_calibration".to_string(), calib.source.clone());
     metadata.insert("pare_seed".to_string(), calib.seed.to_string());
     let extra = vec![("recipe.yaml".to_string(), recipe_text.as_bytes().to_vec())];
-    let out_dir = writer.finish(&config, &tokenizer_files, &extra, metadata)?;
+    // With `format: gguf`, model.gguf is converted from the finished checkpoint in the temporary
+    // folder, so both appear together or not at all.
+    let mut gguf_report = None;
+    let out_dir = match plan.export.gguf {
+        None => writer.finish(&config, &tokenizer_files, &extra, metadata)?,
+        Some(ty) => {
+            let name = out
+                .file_name()
+                .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+            writer.finish_with(&config, &tokenizer_files, &extra, metadata, &mut |tmp| {
+                let mut r =
+                    crate::gguf::convert_checkpoint(tmp, &tmp.join("model.gguf"), ty, &name)?;
+                r.file = out.join("model.gguf").display().to_string();
+                gguf_report = Some(r);
+                Ok(())
+            })?
+        }
+    };
+    report.gguf = gguf_report;
 
     report.provenance.calibration = Some(CalibrationInfo {
         source: calib.source.clone(),
