@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 MODELS = {"stories260k": ROOT / "models" / "stories260k",
           "tiny-llama": SHARED / "models" / "tiny-llama",
-          "tiny-qwen3": SHARED / "models" / "tiny-qwen3"}
+          "tiny-qwen3": SHARED / "models" / "tiny-qwen3",
+          "tiny-mixtral": SHARED / "models" / "tiny-mixtral"}
 EVAL_TEXT = SHARED / "data" / "tinystories" / "tinystories_eval.txt"
 CALIB_TEXT = SHARED / "data" / "tinystories" / "tinystories_train_head.txt"
 TOL_F32 = 1e-3
@@ -86,7 +87,7 @@ def hf_logits_from_gguf(model_dir, gguf_path, ids):
              "ffn_norm": "post_attention_layernorm", "attn_q_norm": "self_attn.q_norm",
              "attn_k_norm": "self_attn.k_norm"}
     hd = cfg.head_dim if getattr(cfg, "head_dim", None) else cfg.hidden_size // cfg.num_attention_heads
-    sd = {}
+    sd, experts = {}, {}
     for t in r.tensors:
         w = dequantize(t.data, t.tensor_type).astype(np.float32).reshape([int(d) for d in reversed(t.shape)])
         parts = t.name.split(".")
@@ -96,6 +97,13 @@ def hf_logits_from_gguf(model_dir, gguf_path, ids):
             key = "model.norm.weight"
         elif t.name == "output.weight":
             key = "lm_head.weight"
+        elif parts[2] in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
+            # Mixtral in transformers 5: mlp.experts.gate_up_proj [E, 2F, H] (gate rows first)
+            # and mlp.experts.down_proj [E, H, F].
+            experts[(parts[1], parts[2])] = w
+            continue
+        elif parts[2] == "ffn_gate_inp":
+            key = f"model.layers.{parts[1]}.mlp.gate.weight"
         else:
             key = f"model.layers.{parts[1]}.{names[parts[2]]}.{parts[3]}"
             if arch == "llama" and parts[2] in ("attn_q", "attn_k"):
@@ -103,6 +111,12 @@ def hf_logits_from_gguf(model_dir, gguf_path, ids):
                 heads = w.shape[0] // hd
                 w = w.reshape(heads, hd // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
         sd[key] = torch.from_numpy(np.ascontiguousarray(w))
+    for (b, kind), w in experts.items():
+        if kind == "ffn_gate_exps":
+            up = experts[(b, "ffn_up_exps")]
+            sd[f"model.layers.{b}.mlp.experts.gate_up_proj"] = torch.from_numpy(np.ascontiguousarray(np.concatenate([w, up], axis=1)))
+        elif kind == "ffn_down_exps":
+            sd[f"model.layers.{b}.mlp.experts.down_proj"] = torch.from_numpy(np.ascontiguousarray(w))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     assert not unexpected, unexpected
     assert all("lm_head" in k for k in missing), missing

@@ -129,7 +129,7 @@ fn matches_llama_cpps_converter() {
         assert_eq!(g.data_start % 32, 0, "{stem}: data section aligned");
         n += 1;
     }
-    assert_eq!(n, 6, "fixtures");
+    assert_eq!(n, 7, "fixtures");
 }
 
 /// SentencePiece-style vocabularies score tokens by merge rank (llama.cpp merges the pair of

@@ -39,6 +39,7 @@ CASES = [
     ("stories260k", "f32"), ("stories260k", "q8_0"), ("stories260k", "q4_0"),
     ("tiny-qwen3", "bf16"), ("tiny-qwen3", "q8_0"),
     ("tiny-llama", "f16"),
+    ("tiny-mixtral", "q8_0"),
 ]
 
 SHIM = r'''
