@@ -239,3 +239,51 @@ fn what_pare_cannot_express_is_refused_naming_it() {
         assert!(!out.exists());
     }
 }
+
+/// A modifier with several `config_groups` becomes one step per group; a module two groups
+/// target goes to the more specific target (module name, then `re:`, then `Linear`), as
+/// compressed-tensors matches. The checkpoint equals the native two-step recipe's, and its
+/// `quantization_config` has both groups.
+#[test]
+fn several_config_groups_become_one_step_each() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let llmc = tmp.path().join("groups.yaml");
+    std::fs::write(
+        &llmc,
+        "quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n      ignore: [lm_head]\n      config_groups:\n        \
+         group_0: { targets: [Linear], weights: { num_bits: 4, type: int, symmetric: true, strategy: group, group_size: 32 } }\n        \
+         group_1: { targets: [\"re:.*mlp.down_proj\"], weights: { num_bits: 8, type: int, symmetric: true, strategy: channel } }\n\
+         export: { format: pack-quantized }\n",
+    )
+    .expect("write");
+    let native = tmp.path().join("native.yaml");
+    std::fs::write(
+        &native,
+        "steps:\n  - rtn: { format: int4-g32-sym, ignore: [\"re:.*mlp.down_proj\"] }\n  - rtn: { format: int8-ch-sym, targets: [\"re:.*mlp.down_proj\"] }\nexport: { format: pack-quantized }\n",
+    )
+    .expect("write");
+    let runner = ModelRunner::open(&model_dir("stories260k"), &common::cpu()).expect("open");
+    let p = plan(&runner, &llmc);
+    let steps: Vec<(String, usize)> = p
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), s.targets.len()))
+        .collect();
+    assert_eq!(steps, [("rtn".to_string(), 30), ("rtn".to_string(), 5)]);
+    let mut got = Vec::new();
+    for r in [&native, &llmc] {
+        let out = tmp.path().join(r.file_stem().expect("stem"));
+        let o = compress(&[], &model_dir("stories260k"), r, &out);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        got.push(std::fs::read(out.join("model.safetensors")).expect("output"));
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("config.json")).expect("config"),
+        )
+        .expect("json");
+        let groups = cfg["quantization_config"]["config_groups"]
+            .as_object()
+            .expect("groups");
+        assert_eq!(groups.len(), 2, "{groups:?}");
+    }
+    assert!(got[0] == got[1], "checkpoints differ");
+}

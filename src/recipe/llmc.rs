@@ -7,8 +7,8 @@
 //! | `SparseGPTModifier` | `sparsegpt` (`sparsity`, `mask_structure`, `block_size`, `dampening_frac`, OWL) |
 //! | `WandaPruningModifier` | `wanda` (`sparsity`, `mask_structure`, OWL) |
 //! | `MagnitudePruningModifier` | `magnitude` (`final_sparsity`; a oneshot run has no schedule) |
-//! | `GPTQModifier` | `gptq` (`scheme` or one `config_groups` entry, `block_size`, `dampening_frac`, `actorder`) |
-//! | `QuantizationModifier` | `rtn` (`scheme` or one `config_groups` entry) |
+//! | `GPTQModifier` | `gptq` (`scheme` or `config_groups`, one step per group, `block_size`, `dampening_frac`, `actorder`) |
+//! | `QuantizationModifier` | `rtn` (`scheme` or `config_groups`, one step per group) |
 //!
 //! `mask_structure: "N:M"` prunes N of every M (llm-compressor's reading), so it becomes pare's
 //! `pattern: "(M−N):M"` (keep); `"0:0"` is unstructured. `targets`/`ignore` keep their module
@@ -171,7 +171,7 @@ pub fn translate(v: &Node, path: &Path) -> Result<Recipe> {
                     Value::Object(f) => f,
                     _ => return Err(err(at, "expected a map of fields".into())),
                 };
-                steps.push(modifier(name, &fields).map_err(|(f, m)| {
+                steps.extend(modifier(name, &fields).map_err(|(f, m)| {
                     err(
                         if f.is_empty() {
                             at.clone()
@@ -201,7 +201,8 @@ fn field_err(f: &str, m: impl Into<String>) -> FieldErr {
 }
 
 /// One modifier as one pare step (`{"wanda": {...}}`).
-fn modifier(name: &str, f: &Map<String, Value>) -> std::result::Result<Value, FieldErr> {
+/// One modifier → its pare steps: one, or one per `config_groups` entry.
+fn modifier(name: &str, f: &Map<String, Value>) -> std::result::Result<Vec<Value>, FieldErr> {
     let (method, known): (&str, &[&str]) = match name {
         "SparseGPTModifier" => (
             "sparsegpt",
@@ -288,6 +289,7 @@ fn modifier(name: &str, f: &Map<String, Value>) -> std::result::Result<Value, Fi
     }
     let mut s = Map::new();
     let mut targets = list(f, "targets")?;
+    let mut groups: Vec<(String, Option<Vec<String>>)> = Vec::new();
     match method {
         "sparsegpt" | "wanda" | "magnitude" => {
             let key = if method == "magnitude" {
@@ -351,11 +353,7 @@ fn modifier(name: &str, f: &Map<String, Value>) -> std::result::Result<Value, Fi
             }
         }
         _ => {
-            let (format, group_targets) = scheme(f)?;
-            s.insert("format".into(), json!(format));
-            if group_targets.is_some() {
-                targets = group_targets;
-            }
+            groups = scheme(f)?;
             if f.get("kv_cache_scheme").is_some_and(|v| !v.is_null()) {
                 return Err(field_err(
                     "kv_cache_scheme",
@@ -391,19 +389,63 @@ fn modifier(name: &str, f: &Map<String, Value>) -> std::result::Result<Value, Fi
             s.insert(pare.into(), v.clone());
         }
     }
-    // `Linear` alone is pare's default selection.
-    if let Some(t) = targets.filter(|t| !(t.is_empty() || t.len() == 1 && t[0] == "Linear")) {
-        s.insert("targets".into(), json!(t));
-    }
     let ignore: Vec<String> = list(f, "ignore")?
         .unwrap_or_default()
         .into_iter()
         .filter(|p| !names_only_the_head(p))
         .collect();
-    if !ignore.is_empty() {
-        s.insert("ignore".into(), json!(ignore));
+    let step = |mut s: Map<String, Value>, targets: Option<Vec<String>>, ignore: Vec<String>| {
+        // `Linear` alone is pare's default selection.
+        if let Some(t) = targets.filter(|t| !(t.is_empty() || t.len() == 1 && t[0] == "Linear")) {
+            s.insert("targets".into(), json!(t));
+        }
+        if !ignore.is_empty() {
+            s.insert("ignore".into(), json!(ignore));
+        }
+        json!({ method: s })
+    };
+    if groups.is_empty() {
+        return Ok(vec![step(s, targets, ignore)]);
     }
-    Ok(json!({ method: s }))
+    // One step per group. A module two groups target goes to the more specific one, as
+    // compressed-tensors matches (a module name before a `re:` pattern before a class name):
+    // each step ignores the targets of the more specific groups.
+    let all: Vec<Vec<String>> = groups
+        .iter()
+        .map(|(_, t)| {
+            t.clone()
+                .or_else(|| targets.clone())
+                .unwrap_or_else(|| vec!["Linear".into()])
+        })
+        .collect();
+    let rank = |t: &[String]| t.iter().map(|x| specificity(x)).min().unwrap_or(2);
+    Ok(groups
+        .iter()
+        .enumerate()
+        .map(|(i, (format, _))| {
+            let mut g = s.clone();
+            g.insert("format".into(), json!(format));
+            let mut ign = ignore.clone();
+            for (j, other) in all.iter().enumerate() {
+                if j != i && rank(other) < rank(&all[i]) {
+                    ign.extend(other.iter().cloned());
+                }
+            }
+            step(g, Some(all[i].clone()), ign)
+        })
+        .collect())
+}
+
+/// compressed-tensors' match order: 0 for a module name, 1 for a `re:` pattern, 2 for a class
+/// name (`Linear`).
+fn specificity(target: &str) -> u8 {
+    if target.starts_with("re:") {
+        1
+    } else if target == "Linear" {
+        2
+    } else {
+        0
+    }
 }
 
 /// A list of strings (a single string counts as a list of one).
@@ -463,9 +505,11 @@ fn mask_structure(f: &Map<String, Value>) -> std::result::Result<Option<String>,
     }
 }
 
-/// `scheme` (a preset name, or `{PRESET: [targets]}`) or one `config_groups` entry → a pare
-/// format name, and the group's targets when it gives them.
-fn scheme(f: &Map<String, Value>) -> std::result::Result<(String, Option<Vec<String>>), FieldErr> {
+/// `scheme` (a preset name, or `{PRESET: [targets]}`) or `config_groups` → per group a pare format
+/// name, and the group's targets when it gives them.
+fn scheme(
+    f: &Map<String, Value>,
+) -> std::result::Result<Vec<(String, Option<Vec<String>>)>, FieldErr> {
     match (
         f.get("scheme").filter(|v| !v.is_null()),
         f.get("config_groups").filter(|v| !v.is_null()),
@@ -474,36 +518,44 @@ fn scheme(f: &Map<String, Value>) -> std::result::Result<(String, Option<Vec<Str
             "scheme",
             "give `scheme` or `config_groups`, not both",
         )),
-        (Some(Value::String(p)), None) => Ok((preset(p, "scheme")?, None)),
+        (Some(Value::String(p)), None) => Ok(vec![(preset(p, "scheme")?, None)]),
         (Some(Value::Object(m)), None) if m.len() == 1 => {
             let (p, t) = m
                 .iter()
                 .next()
                 .ok_or_else(|| field_err("scheme", "empty"))?;
             let targets = list(m, p)?;
-            Ok((
+            Ok(vec![(
                 preset(p, "scheme")?,
                 targets.or_else(|| t.as_str().map(|s| vec![s.to_string()])),
-            ))
+            )])
         }
         (Some(_), None) => Err(field_err(
             "scheme",
             "expected a preset name such as W4A16, or one `{PRESET: [targets]}`",
         )),
-        (None, Some(Value::Object(groups))) => {
-            if groups.len() != 1 {
-                return Err(field_err(
-                    "config_groups",
-                    format!(
-                        "{} groups; pare takes one per step (write one modifier per group)",
-                        groups.len()
-                    ),
-                ));
-            }
-            let (g, group) = groups
-                .iter()
-                .next()
-                .ok_or_else(|| field_err("config_groups", "empty"))?;
+        (None, Some(Value::Object(groups))) if groups.is_empty() => {
+            Err(field_err("config_groups", "empty"))
+        }
+        (None, Some(Value::Object(groups))) => groups
+            .iter()
+            .map(|(g, group)| config_group(g, group))
+            .collect(),
+        (None, Some(_)) => Err(field_err("config_groups", "expected a map of groups")),
+        (None, None) => Err(field_err(
+            "scheme",
+            "required: a preset such as W4A16, or `config_groups`",
+        )),
+    }
+}
+
+/// One `config_groups` entry → (pare format name, its targets).
+fn config_group(
+    g: &str,
+    group: &Value,
+) -> std::result::Result<(String, Option<Vec<String>>), FieldErr> {
+    {
+        {
             let at = |k: &str| format!("config_groups.{g}.{k}");
             let Some(group) = group.as_object() else {
                 return Err(field_err(&format!("config_groups.{g}"), "expected a map"));
@@ -564,11 +616,6 @@ fn scheme(f: &Map<String, Value>) -> std::result::Result<(String, Option<Vec<Str
             }
             Ok((name, list(group, "targets")?))
         }
-        (None, Some(_)) => Err(field_err("config_groups", "expected a map of groups")),
-        (None, None) => Err(field_err(
-            "scheme",
-            "required: a preset such as W4A16, or `config_groups`",
-        )),
     }
 }
 
@@ -620,11 +667,14 @@ mod tests {
 
     #[test]
     fn schemes_and_config_groups_name_pare_formats() {
-        let s = |v: Value| scheme(&fields(v)).map(|x| x.0);
+        let s = |v: Value| scheme(&fields(v)).map(|x| x[0].0.clone());
         assert_eq!(s(json!({"scheme": "W4A16"})), Ok("int4-g128-sym".into()));
         assert_eq!(
             scheme(&fields(json!({"scheme": {"W8A16": ["re:.*mlp.*"]}}))),
-            Ok(("int8-ch-sym".into(), Some(vec!["re:.*mlp.*".to_string()])))
+            Ok(vec![(
+                "int8-ch-sym".into(),
+                Some(vec!["re:.*mlp.*".to_string()])
+            )])
         );
         let g =
             |w: Value| s(json!({"config_groups": {"g": {"targets": ["Linear"], "weights": w}}}));
