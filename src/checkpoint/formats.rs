@@ -19,8 +19,7 @@ pub struct OutTensor {
 
 /// Packs unsigned `bits`-bit values `[rows, cols]` row by row into 32-bit words as a bit stream:
 /// element `i` of a row at bit offset `i·bits` (lowest column in the least-significant bits),
-/// rows padded to whole words. For 2, 4 and 8 bits this is compressed-tensors' word packing;
-/// for other widths it is the dense packing of compressed-tensors ≥ 0.17.
+/// rows padded to whole words: compressed-tensors' `pack_to_int32` (0.19, 0.20) for every width.
 pub fn pack_rows(values: &[u32], rows: usize, cols: usize, bits: u32) -> Vec<u32> {
     let words = (cols * bits as usize).div_ceil(32);
     let mask = (1u64 << bits) - 1;
@@ -238,8 +237,9 @@ pub fn encode_sparse_24_bitmask(
 /// `pack-quantized`: `{prefix}.weight_packed` (I32 `[rows, cols·b/32]`, `q + 2^{b−1}`, lowest
 /// column in the least-significant bits), `.weight_scale` (`[rows, n_groups]` in `scale_dtype`;
 /// non-float dtypes fall back to BF16), `.weight_shape` (I64 `[2]`) and, when asymmetric,
-/// `.weight_zero_point` (I32 packed along dim 0). Only 2, 4 and 8 bits (where every
-/// compressed-tensors version packs the same way).
+/// `.weight_zero_point` (I32 packed along dim 0). 2 to 8 bits; 3 bits (and other widths that do
+/// not divide 32) use compressed-tensors' dense packing (values split across word boundaries),
+/// as its 0.19 and 0.20 write it (`tests/fixtures/ct-pack/`, made by `tools/ct_pack/`).
 pub fn encode_pack_quantized(
     prefix: &str,
     q: &QuantizedWeight,
@@ -249,9 +249,9 @@ pub fn encode_pack_quantized(
 ) -> Result<Vec<(String, OutTensor)>> {
     let s = q.scheme;
     let bits = s.bits as u32;
-    if !matches!(bits, 2 | 4 | 8) {
+    if !(2..=8).contains(&bits) {
         return Err(PareError::Usage(format!(
-            "{prefix}: pack-quantized export supports 2, 4 and 8 bits, not {bits} (compressed-tensors versions disagree on how other widths are packed)"
+            "{prefix}: pack-quantized export supports 2 to 8 bits, not {bits}"
         )));
     }
     let ng = s.n_groups(cols);

@@ -170,6 +170,118 @@ pub const FORMATS: &[FormatRow] = &[
         false,
         "4-bit, scale and zero-point per 32 input columns",
     ),
+    q(
+        "int3-ch-sym",
+        3,
+        0,
+        true,
+        "3-bit, one scale per output channel",
+    ),
+    q(
+        "int3-ch-asym",
+        3,
+        0,
+        false,
+        "3-bit, scale and zero-point per output channel",
+    ),
+    q(
+        "int3-g128-sym",
+        3,
+        128,
+        true,
+        "3-bit, one scale per 128 input columns",
+    ),
+    q(
+        "int3-g128-asym",
+        3,
+        128,
+        false,
+        "3-bit, scale and zero-point per 128 input columns",
+    ),
+    q(
+        "int3-g64-sym",
+        3,
+        64,
+        true,
+        "3-bit, one scale per 64 input columns",
+    ),
+    q(
+        "int3-g64-asym",
+        3,
+        64,
+        false,
+        "3-bit, scale and zero-point per 64 input columns",
+    ),
+    q(
+        "int3-g32-sym",
+        3,
+        32,
+        true,
+        "3-bit, one scale per 32 input columns",
+    ),
+    q(
+        "int3-g32-asym",
+        3,
+        32,
+        false,
+        "3-bit, scale and zero-point per 32 input columns",
+    ),
+    q(
+        "int2-ch-sym",
+        2,
+        0,
+        true,
+        "2-bit, one scale per output channel",
+    ),
+    q(
+        "int2-ch-asym",
+        2,
+        0,
+        false,
+        "2-bit, scale and zero-point per output channel",
+    ),
+    q(
+        "int2-g128-sym",
+        2,
+        128,
+        true,
+        "2-bit, one scale per 128 input columns",
+    ),
+    q(
+        "int2-g128-asym",
+        2,
+        128,
+        false,
+        "2-bit, scale and zero-point per 128 input columns",
+    ),
+    q(
+        "int2-g64-sym",
+        2,
+        64,
+        true,
+        "2-bit, one scale per 64 input columns",
+    ),
+    q(
+        "int2-g64-asym",
+        2,
+        64,
+        false,
+        "2-bit, scale and zero-point per 64 input columns",
+    ),
+    q(
+        "int2-g32-sym",
+        2,
+        32,
+        true,
+        "2-bit, one scale per 32 input columns",
+    ),
+    q(
+        "int2-g32-asym",
+        2,
+        32,
+        false,
+        "2-bit, scale and zero-point per 32 input columns",
+    ),
     sp(
         "unstructured",
         None,
@@ -451,15 +563,23 @@ mod tests {
             })
         );
         assert_eq!(scheme_by_name("2:4"), None);
-        assert_eq!(scheme_by_name("int3-ch-sym"), None);
+        assert_eq!(scheme_by_name("int5-ch-sym"), None);
+        assert_eq!(
+            scheme_by_name("int3-g128-asym"),
+            Some(QuantScheme {
+                bits: 3,
+                group_size: Some(128),
+                symmetric: false
+            })
+        );
         let s = QuantScheme {
             bits: 4,
             group_size: Some(32),
             symmetric: false,
         };
         assert_eq!(scheme_name(&s), Some("int4-g32-asym"));
-        assert_eq!(supported_bits(), vec![4, 8]);
-        assert_eq!(quant_names().count(), 16);
+        assert_eq!(supported_bits(), vec![2, 3, 4, 8]);
+        assert_eq!(quant_names().count(), 32);
         assert_eq!(
             pattern_names().collect::<Vec<_>>(),
             vec!["unstructured", "2:4", "4:8"]

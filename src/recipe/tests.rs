@@ -450,7 +450,7 @@ fn bad_format_name() {
     )));
     assert_eq!(k, "steps[0].gptq.format");
     let (k, _) = recipe_err(plan(&format!(
-        "{CAL}steps:\n  - finequant: {{ bits: 3 }}\n"
+        "{CAL}steps:\n  - finequant: {{ bits: 5 }}\n"
     )));
     assert_eq!(k, "steps[0].finequant.bits");
 }
