@@ -193,4 +193,17 @@ pub enum BenchCommand {
         #[arg(long)]
         seq_len: Option<usize>,
     },
+    /// MC-MoE's bit-allocation integer program on a synthetic block: solve time of good_lp +
+    /// microlp and of the exact dynamic program, widths 2/3/4.
+    Ilp {
+        /// Experts in the block.
+        #[arg(long, default_value_t = 128)]
+        experts: usize,
+        /// Average bits per expert.
+        #[arg(long, default_value_t = 2.5)]
+        budget_bits: f64,
+        /// Instances (different seeds) timed.
+        #[arg(long, default_value_t = 5)]
+        instances: u64,
+    },
 }

@@ -293,6 +293,35 @@ fn run(cli: Cli) -> Result<String> {
                     );
                 }
             }
+            BenchCommand::Ilp {
+                experts,
+                budget_bits,
+                instances,
+            } => {
+                let r = commands::bench::ilp(experts, budget_bits, instances)?;
+                if cli.json {
+                    out = json(&r)?
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{} experts, widths 2/3/4, {} average bits, {} instances",
+                        r.experts, r.budget_bits, r.instances
+                    );
+                    let _ = writeln!(
+                        out,
+                        "good_lp + microlp (with the exact check)  mean {:.4} s  max {:.4} s  (microlp optimal in {}/{})",
+                        r.microlp_mean_seconds,
+                        r.microlp_max_seconds,
+                        r.microlp_optimal,
+                        r.instances
+                    );
+                    let _ = writeln!(
+                        out,
+                        "exact DP alone                           mean {:.4} s",
+                        r.exact_mean_seconds
+                    );
+                }
+            }
             BenchCommand::Compress {
                 model,
                 recipes,

@@ -97,12 +97,31 @@ impl Allocation {
     }
 }
 
+/// What a profiler sees of one dense block besides its weights and statistics.
+pub struct BlockView<'a> {
+    pub cfg: &'a crate::config::HfConfig,
+    /// The first rows seen at each point a profiler asked to keep ([`Profiler::keep`]),
+    /// `[tokens, width]`.
+    pub kept: &'a BTreeMap<TapPoint, crate::matrix::Matrix>,
+}
+
 /// A per-block observer of the dense model that ends in allocation decisions.
 pub trait Profiler {
     /// What it needs gathered at each tap point of block `block`.
     fn needs(&self, block: &BlockWeights) -> BTreeMap<TapPoint, StatSet>;
-    /// Sees one dense block: its weights and the statistics gathered on its calibration inputs.
-    fn observe_block(&mut self, block: &BlockWeights, stats: &Stats) -> Result<()>;
+    /// Points of block `block` whose first rows it needs, and how many tokens (none by
+    /// default).
+    fn keep(&self, _block: &BlockWeights) -> Option<(TapPoint, usize)> {
+        None
+    }
+    /// Sees one dense block: its weights, the statistics gathered on its calibration inputs and
+    /// the rows kept for it.
+    fn observe_block(
+        &mut self,
+        block: &BlockWeights,
+        stats: &Stats,
+        view: &BlockView<'_>,
+    ) -> Result<()>;
     /// Writes the decisions into `allocation`; returns notes for the log and the report.
     fn finish(self: Box<Self>, allocation: &mut Allocation) -> Result<Vec<String>>;
 }

@@ -187,7 +187,12 @@ impl Profiler for OwlProfiler {
             .collect()
     }
 
-    fn observe_block(&mut self, block: &BlockWeights, stats: &Stats) -> Result<()> {
+    fn observe_block(
+        &mut self,
+        block: &BlockWeights,
+        stats: &Stats,
+        _view: &super::BlockView<'_>,
+    ) -> Result<()> {
         let mut norms = BTreeMap::new();
         let mut parts = Vec::new();
         let mut ids = Vec::new();

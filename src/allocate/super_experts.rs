@@ -135,7 +135,12 @@ impl Profiler for SuperExperts {
             .collect()
     }
 
-    fn observe_block(&mut self, block: &BlockWeights, stats: &Stats) -> Result<()> {
+    fn observe_block(
+        &mut self,
+        block: &BlockWeights,
+        stats: &Stats,
+        _view: &super::BlockView<'_>,
+    ) -> Result<()> {
         for p in down_outputs(block) {
             let m = stats.max_abs(p)?;
             match p {

@@ -253,3 +253,42 @@ pub fn compress(
         peak_rss_bytes: peak_rss_bytes(),
     })
 }
+
+/// `pare bench ilp`: MC-MoE's integer program on synthetic blocks.
+#[derive(Debug, serde::Serialize)]
+pub struct IlpBench {
+    pub experts: usize,
+    pub budget_bits: f64,
+    pub instances: u64,
+    /// [`crate::compress::mc_moe::ilp::solve`] (microlp, then the exact check).
+    pub microlp_mean_seconds: f64,
+    pub microlp_max_seconds: f64,
+    /// Instances where microlp's answer was optimal.
+    pub microlp_optimal: u64,
+    pub exact_mean_seconds: f64,
+}
+
+pub fn ilp(experts: usize, budget_bits: f64, instances: u64) -> Result<IlpBench> {
+    use crate::compress::mc_moe::ilp;
+    let (mut sum, mut max, mut ok, mut exact) = (0.0f64, 0.0f64, 0u64, 0.0f64);
+    for seed in 0..instances.max(1) {
+        let p = ilp::synthetic(experts, seed, budget_bits);
+        let a = ilp::solve(&p)?;
+        sum += a.seconds;
+        max = max.max(a.seconds);
+        ok += u64::from(a.status.starts_with("microlp optimal"));
+        let t = std::time::Instant::now();
+        let _ = ilp::exact(&p);
+        exact += t.elapsed().as_secs_f64();
+    }
+    let n = instances.max(1) as f64;
+    Ok(IlpBench {
+        experts,
+        budget_bits,
+        instances: instances.max(1),
+        microlp_mean_seconds: sum / n,
+        microlp_max_seconds: max,
+        microlp_optimal: ok,
+        exact_mean_seconds: exact / n,
+    })
+}

@@ -102,4 +102,5 @@ crate::registry! {
     Gptq => gptq,
     FineQuant => finequant,
     ExpertPrune => expert_prune,
+    McMoe => mc_moe,
 }

@@ -91,14 +91,24 @@ pub fn profile_calibration(
                 e.1 = e.1.union(kinds);
             }
         }
-        let mut tap = StatsTap::new(points, None, BTreeMap::new(), 0);
+        let mut keep = BTreeMap::new();
+        let mut keep_tokens = 0;
+        for (point, tokens) in profilers.iter().filter_map(|p| p.keep(&weights)) {
+            keep.insert(point, point_width(&weights, point));
+            keep_tokens = keep_tokens.max(tokens);
+        }
+        let mut tap = StatsTap::new(points, None, keep, keep_tokens);
         for h in hidden.iter_mut() {
             tap.batch_seqs = h.dims()[0];
             *h = block.forward(h.clone(), &rope, &mut tap)?;
         }
-        let (stats, _) = tap.finish();
+        let (stats, kept) = tap.finish();
+        let view = crate::allocate::BlockView {
+            cfg: runner.cfg(),
+            kept: &kept,
+        };
         for p in profilers.iter_mut() {
-            p.observe_block(&weights, &stats)?;
+            p.observe_block(&weights, &stats, &view)?;
         }
         progress.step();
     }

@@ -1,0 +1,226 @@
+//! MC-MoE's PMQ on tiny-mixtral: the widths are the optimum of the block's integer program
+//! (checked against exhaustive search from the report's own measurements), the mixed-precision
+//! checkpoint (one config group per width) reads back exactly, and bad budgets, widths and dense
+//! models are refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{compress, model_dir, text};
+use pare::compress::mc_moe::ilp::{Program, exhaustive};
+
+fn recipe(dir: &Path, name: &str, step: &str, export: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration");
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "calibration: {{ text: {}, samples: 16, seq_len: 128, seed: 0 }}\nsteps:\n  - {step}\nexport: {{ format: {export} }}\n",
+            root.join("tinystories-train-head.txt").display()
+        ),
+    )
+    .expect("recipe");
+    p
+}
+
+fn ppl(dir: &Path) -> f64 {
+    let t = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/tinystories-valid-head.txt");
+    let o = common::pare(&[
+        "--json",
+        "eval",
+        "--model",
+        dir.to_str().expect("utf-8"),
+        "--text",
+        t.to_str().expect("utf-8"),
+        "--seq-len",
+        "128",
+        "--max-windows",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    v["quality"]["perplexity"]["ppl"].as_f64().expect("ppl")
+}
+
+#[test]
+fn pmq_widths_are_the_programs_optimum_and_read_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let step = "mc-moe: { budget_bits: 2.5, widths: [2, 3, 4], format: int4-g128-asym }";
+    let mut ppls = Vec::new();
+    for export in ["pack-quantized", "dense"] {
+        let out = tmp.path().join(export);
+        let o = compress(
+            &[],
+            &model_dir("tiny-mixtral"),
+            &recipe(tmp.path(), export, step, export),
+            &out,
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        ppls.push(ppl(&out));
+        if export == "dense" {
+            continue;
+        }
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("report.json")).expect("report"),
+        )
+        .expect("json");
+        let profiles = report["allocation"]["profiles"]
+            .as_array()
+            .expect("profiles");
+        assert_eq!(profiles.len(), 4, "one decision per MoE block");
+        let mut widths_by_module = std::collections::BTreeMap::new();
+        for p in profiles {
+            let b = p["block"].as_u64().expect("block");
+            let freq: Vec<f64> = p["frequency"]
+                .as_array()
+                .expect("f")
+                .iter()
+                .map(|v| v.as_f64().expect("n"))
+                .collect();
+            let w: Vec<f64> = p["router_weight"]
+                .as_array()
+                .expect("w")
+                .iter()
+                .map(|v| v.as_f64().expect("n"))
+                .collect();
+            let loss: Vec<Vec<f64>> = p["loss"]
+                .as_array()
+                .expect("loss")
+                .iter()
+                .map(|l| {
+                    l.as_array()
+                        .expect("l")
+                        .iter()
+                        .map(|v| v.as_f64().expect("n"))
+                        .collect()
+                })
+                .collect();
+            let (fs, ws): (f64, f64) = (freq.iter().sum(), w.iter().sum());
+            // c = 1000 · φ̂^α · ŵ^β · L^α with α = 1, β = 1.5.
+            let cost = (0..8)
+                .map(|e| {
+                    loss[e]
+                        .iter()
+                        .map(|l| 1000.0 * (freq[e] / fs) * (w[e] / ws).powf(1.5) * l)
+                        .collect()
+                })
+                .collect();
+            let program = Program {
+                cost,
+                widths: vec![2, 3, 4],
+                budget: 20,
+            };
+            let (best, obj) = exhaustive(&program).expect("feasible");
+            let got = p["objective"].as_f64().expect("objective");
+            assert!(
+                (got - obj).abs() <= 1e-6 * obj.max(1e-12),
+                "block {b}: {got} vs exhaustive {obj}"
+            );
+            let widths: Vec<u64> = p["widths"]
+                .as_array()
+                .expect("widths")
+                .iter()
+                .map(|v| v.as_u64().expect("n"))
+                .collect();
+            assert_eq!(
+                program
+                    .evaluate(&widths.iter().map(|&x| (x - 2) as usize).collect::<Vec<_>>())
+                    .map(|v| (v - obj).abs() <= 1e-6 * obj.max(1e-12)),
+                Some(true),
+                "block {b}: {widths:?} vs {best:?}"
+            );
+            assert!(
+                widths.iter().sum::<u64>() <= 20 && widths.contains(&4) && widths.contains(&3),
+                "{widths:?}"
+            );
+            assert!(
+                p["solver"]
+                    .as_str()
+                    .expect("solver")
+                    .starts_with("microlp optimal")
+            );
+            for (e, bits) in widths.iter().enumerate() {
+                for w in ["w1", "w2", "w3"] {
+                    widths_by_module.insert(
+                        format!("model.layers.{b}.block_sparse_moe.experts.{e}.{w}"),
+                        *bits,
+                    );
+                }
+            }
+        }
+        // config.json: one group per width; every expert module in the group of its width,
+        // attention and routers at 4 bits.
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("config.json")).expect("config"),
+        )
+        .expect("json");
+        let groups = cfg["quantization_config"]["config_groups"]
+            .as_object()
+            .expect("groups");
+        let mut seen = 0;
+        for g in groups.values() {
+            let bits = g["weights"]["num_bits"].as_u64().expect("bits");
+            assert_eq!(g["weights"]["group_size"], 128);
+            assert_eq!(g["weights"]["symmetric"], false);
+            for t in g["targets"].as_array().expect("targets") {
+                let t = t.as_str().expect("target");
+                match widths_by_module.get(t) {
+                    Some(&want) => {
+                        assert_eq!(bits, want, "{t}");
+                        seen += 1;
+                    }
+                    None => assert_eq!(bits, 4, "{t}: attention and routers at format's width"),
+                }
+            }
+        }
+        assert_eq!(seen, 4 * 8 * 3, "every expert module listed once");
+    }
+    assert_eq!(
+        ppls[0], ppls[1],
+        "pack-quantized reads back with the dense export's perplexity"
+    );
+}
+
+#[test]
+fn bad_budgets_widths_and_dense_models_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (name, model, step, key) in [
+        (
+            "low",
+            "tiny-mixtral",
+            "mc-moe: { budget_bits: 1.5, format: int4-g128-asym }",
+            "budget_bits",
+        ),
+        (
+            "tight",
+            "tiny-mixtral",
+            "mc-moe: { budget_bits: 2.2, format: int4-g128-asym }",
+            "budget_bits",
+        ),
+        (
+            "width",
+            "tiny-mixtral",
+            "mc-moe: { budget_bits: 3, widths: [2, 5], format: int4-g128-asym }",
+            "widths",
+        ),
+        (
+            "dense",
+            "tiny-llama",
+            "mc-moe: { budget_bits: 2.5, format: int4-g32-asym }",
+            "targets",
+        ),
+    ] {
+        let out = tmp.path().join(name);
+        let o = compress(
+            &[],
+            &model_dir(model),
+            &recipe(tmp.path(), name, step, "pack-quantized"),
+            &out,
+        );
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(&format!("mc-moe.{key}")), "{name}: {err}");
+        assert!(!out.exists());
+    }
+}
