@@ -67,6 +67,9 @@ pub struct HfConfig {
     pub moe_blocks: Vec<bool>,
     /// q and k are RMS-normed per head (weights `[head_dim]`) before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// MC-MoE online dynamic pruning: per block, the β of `compression.odp.beta` (pare's own
+    /// field; `None` for dense blocks or without the policy).
+    pub odp_beta: Vec<Option<f32>>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
     /// The whole file, kept so outputs can copy it with additions.
@@ -383,6 +386,7 @@ impl HfConfig {
             experts_per_token: moe.top_k,
             expert_ffn: moe.ffn,
             norm_topk_prob: moe.norm_topk_prob,
+            odp_beta: odp_beta(&raw, num_layers, path)?,
             moe_blocks: moe.blocks,
             bos_token_id: first_id(&c.bos_token_id),
             eos_token_id: first_id(&c.eos_token_id),
@@ -390,6 +394,35 @@ impl HfConfig {
             raw,
         })
     }
+}
+
+/// `compression.odp.beta` (written by pare's `odp:`): one number in [0, 1+ε] or null per block.
+fn odp_beta(raw: &Value, blocks: usize, path: &Path) -> Result<Vec<Option<f32>>> {
+    let Some(list) = raw.pointer("/compression/odp/beta") else {
+        return Ok(vec![None; blocks]);
+    };
+    let bad = |m: String| PareError::input(path, format!("`compression.odp.beta`: {m}"));
+    let Some(list) = list.as_array() else {
+        return Err(bad(
+            "expected a list with one number (or null) per block".into()
+        ));
+    };
+    if list.len() != blocks {
+        return Err(bad(format!(
+            "{} entries; num_hidden_layers is {blocks}",
+            list.len()
+        )));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(b, v)| match v {
+            Value::Null => Ok(None),
+            v => match v.as_f64() {
+                Some(x) if (0.0..=1.0 + 1e-6).contains(&x) => Ok(Some(x as f32)),
+                _ => Err(bad(format!("block {b}: {v} is not a β in [0, 1]"))),
+            },
+        })
+        .collect()
 }
 
 /// The MoE fields of a config, checked.

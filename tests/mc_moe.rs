@@ -224,3 +224,100 @@ fn bad_budgets_widths_and_dense_models_are_refused() {
         assert!(!out.exists());
     }
 }
+
+fn odp_recipe(dir: &Path, name: &str, odp: &str, model_eval: bool) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration");
+    let p = dir.join(format!("{name}.yaml"));
+    let eval = if model_eval {
+        format!(
+            "eval: {{ text: {}, seq_len: 128, max_windows: 16, kld: true }}\n",
+            root.join("tinystories-valid-head.txt").display()
+        )
+    } else {
+        String::new()
+    };
+    std::fs::write(
+        &p,
+        format!(
+            "calibration: {{ text: {}, samples: 16, seq_len: 128, seed: 0 }}\nsteps:\n  - rtn: {{ format: int8-ch-sym }}\n{odp}export: {{ format: pack-quantized }}\n{eval}",
+            root.join("tinystories-train-head.txt").display()
+        ),
+    )
+    .expect("recipe");
+    p
+}
+
+fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report"))
+        .expect("json")
+}
+
+/// ODP: β per MoE block in config.json's `compression.odp`, read back by `pare eval`, which
+/// reports the skipped expert calls (near the target on other text); `skip: 0` and no policy give
+/// the same numbers bit for bit; more skipping costs more KLD; a dense model is refused.
+#[test]
+fn odp_skips_the_target_share_of_expert_calls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut rows = Vec::new();
+    for (name, odp) in [
+        ("none", ""),
+        ("zero", "odp: { skip: 0 }\n"),
+        ("fifth", "odp: { skip: 0.2 }\n"),
+    ] {
+        let out = tmp.path().join(name);
+        let o = compress(
+            &[],
+            &model_dir("tiny-mixtral"),
+            &odp_recipe(tmp.path(), name, odp, true),
+            &out,
+        );
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o).1);
+        let r = report(&out);
+        let q = &r["quality"];
+        rows.push((
+            q["perplexity"]["ppl"].as_f64().expect("ppl"),
+            q["kld"]["mean_kld"]["value"].as_f64().expect("kld"),
+            q["odp"]["skipped_fraction"].as_f64(),
+        ));
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("config.json")).expect("config"),
+        )
+        .expect("json");
+        let beta = cfg.pointer("/compression/odp/beta");
+        match name {
+            "none" => assert!(beta.is_none()),
+            _ => assert_eq!(
+                beta.and_then(|b| b.as_array()).map(Vec::len),
+                Some(4),
+                "{name}"
+            ),
+        }
+    }
+    assert_eq!(rows[0].0, rows[1].0, "skip 0 leaves the forward as it was");
+    assert_eq!(rows[0].1, rows[1].1);
+    assert_eq!(rows[0].2, None);
+    assert_eq!(rows[1].2, Some(0.0));
+    let skipped = rows[2].2.expect("skipped");
+    assert!(
+        (skipped - 0.2).abs() < 0.06,
+        "skipped {skipped} of the expert calls on the eval text"
+    );
+    assert!(rows[2].1 > rows[0].1, "skipping costs KLD: {rows:?}");
+
+    // A dense model, and a skip outside [0, 1).
+    for (name, model, odp, key) in [
+        ("dense", "tiny-llama", "odp: { skip: 0.2 }\n", "odp"),
+        ("range", "tiny-mixtral", "odp: { skip: 1.5 }\n", "odp.skip"),
+    ] {
+        let out = tmp.path().join(name);
+        let o = compress(
+            &[],
+            &model_dir(model),
+            &odp_recipe(tmp.path(), name, odp, false),
+            &out,
+        );
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(key), "{name}: {err}");
+    }
+}

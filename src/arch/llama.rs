@@ -272,6 +272,7 @@ impl Architecture {
                     experts,
                     top_k: c.experts_per_token,
                     norm_topk_prob: c.norm_topk_prob,
+                    odp_beta: c.odp_beta.get(block).copied().flatten(),
                 })
             }
         };

@@ -83,14 +83,23 @@ pub fn evaluate_into(
             report.notes.push(n);
         }
         let windows = text_windows(model, text, seq, max_windows)?;
-        let scores = match &mut base {
-            Some((b, cache)) => {
-                let hidden = cache.final_hidden(b, &windows, progress)?;
-                score_with(model, Some((&**b, hidden)), &windows, progress)?
-            }
-            None => score_with(model, None, &windows, progress)?,
+        let base_hidden = match &mut base {
+            Some((b, cache)) => Some((&**b, cache.final_hidden(b, &windows, progress)?)),
+            None => None,
         };
-        report.quality = Some(summary::quality(&text.display().to_string(), &scores));
+        // Only the evaluated model's forward below counts ODP's skipped expert calls.
+        crate::model::odp_counts_reset();
+        let scores = score_with(model, base_hidden, &windows, progress)?;
+        let mut q = summary::quality(&text.display().to_string(), &scores);
+        let (calls, skipped) = crate::model::odp_counts();
+        if calls > 0 {
+            q.odp = Some(crate::report::OdpStats {
+                expert_calls: calls,
+                skipped,
+                skipped_fraction: skipped as f64 / calls as f64,
+            });
+        }
+        report.quality = Some(q);
     }
     for path in tasks {
         let task = load_task(path)?;

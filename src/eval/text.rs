@@ -264,6 +264,7 @@ pub mod summary {
                 perplexity,
                 base_perplexity: None,
                 kld: None,
+                odp: None,
             };
         }
         let base = ppl_stats(text, s, &s.nll_base);
@@ -347,6 +348,7 @@ pub mod summary {
             perplexity,
             base_perplexity: Some(base),
             kld: Some(kld),
+            odp: None,
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod tap;
 pub use attention::{Attention, causal_attention};
 pub use block::{DecoderBlock, Ffn};
 pub use mlp::Mlp;
-pub use moe::{Moe, Routed, RoutingDecision};
+pub use moe::{Moe, Routed, RoutingDecision, odp_counts, odp_counts_reset};
 pub use rope::Rope;
 pub use stage::{Stage, Staged};
 pub use tap::{NoTap, Tap, TapPoint};

@@ -16,6 +16,28 @@ pub struct Moe {
     pub top_k: usize,
     /// Divide the chosen k probabilities by their sum (otherwise they are used as they are).
     pub norm_topk_prob: bool,
+    /// MC-MoE online dynamic pruning: skip chosen expert `j ≥ 1` when `p_j < β · p_0`
+    /// ([`crate::compress::mc_moe::odp`]); `None` runs every chosen expert.
+    pub odp_beta: Option<f32>,
+}
+
+/// Expert calls the ODP rule looked at and skipped since the last [`odp_counts_reset`], over every
+/// MoE block with a policy (process-wide; `pare eval` reads them around one model's forward).
+static ODP_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static ODP_SKIPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Resets the ODP counters.
+pub fn odp_counts_reset() {
+    ODP_CALLS.store(0, std::sync::atomic::Ordering::Relaxed);
+    ODP_SKIPPED.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// (expert calls, skipped) since the last reset.
+pub fn odp_counts() -> (u64, u64) {
+    (
+        ODP_CALLS.load(std::sync::atomic::Ordering::Relaxed),
+        ODP_SKIPPED.load(std::sync::atomic::Ordering::Relaxed),
+    )
 }
 
 /// Which tokens each expert receives and with what weight, for one batch.
@@ -87,7 +109,23 @@ impl Moe {
             let p = &probs[tok * e..(tok + 1) * e];
             // Descending probability; ties keep the lower expert index first (torch.topk on CPU).
             order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-            let chosen = &order[..self.top_k.min(e)];
+            let mut chosen = &order[..self.top_k.min(e)];
+            let kept: Vec<usize>;
+            if let Some(beta) = self.odp_beta {
+                let first = p[chosen[0]];
+                kept = chosen
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, &i)| j == 0 || p[i] >= beta * first)
+                    .map(|(_, &i)| i)
+                    .collect();
+                ODP_CALLS.fetch_add(chosen.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                ODP_SKIPPED.fetch_add(
+                    (chosen.len() - kept.len()) as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                chosen = &kept;
+            }
             let total: f32 = chosen.iter().map(|&i| p[i]).sum();
             for &i in chosen {
                 tokens[i].push(tok as i64);

@@ -39,6 +39,11 @@ pub fn allocate(runner: &ModelRunner, plan: &Plan, progress: &dyn Progress) -> R
             true,
         )));
     }
+    if let Some(o) = plan.odp {
+        profilers.push(Box::new(crate::compress::mc_moe::odp::OdpProfiler::new(
+            o.skip, o.tokens,
+        )));
+    }
     let mut allocation = Allocation::default();
     if profilers.is_empty() {
         return Ok(allocation);

@@ -40,10 +40,20 @@ pub struct Plan {
     /// `protect: [super-experts]`: a profile pass finds the super experts and every step leaves
     /// them dense (see [`crate::allocate::super_experts`]).
     pub protect_super_experts: bool,
+    /// `odp:`: choose per-block β for this target fraction of skipped expert calls, on this many
+    /// calibration tokens per block.
+    pub odp: Option<OdpPlan>,
     pub export: ExportPlan,
     pub eval: Option<EvalPlan>,
     /// Remarks for the log and the report (e.g. a legacy export layout was chosen).
     pub notes: Vec<String>,
+}
+
+/// A resolved `odp:`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct OdpPlan {
+    pub skip: f64,
+    pub tokens: usize,
 }
 
 /// The note a legacy sparse layout gets, naming the readers that still accept it.
@@ -307,6 +317,37 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
             "`super-experts` protects MoE experts, and this model has none",
         ));
     }
+    let odp = match &recipe.odp {
+        None => None,
+        Some(o) => {
+            if !ctx.has_experts() {
+                return Err(ctx.err(
+                    "odp",
+                    "online dynamic pruning skips MoE expert calls, and this model has no experts",
+                ));
+            }
+            let skip = o.skip.unwrap_or(0.0);
+            if !(skip.is_finite() && (0.0..1.0).contains(&skip)) {
+                return Err(ctx.err(
+                    "odp.skip",
+                    format!(
+                        "{skip}: expected the fraction of expert calls to skip, in [0, 1), e.g. 0.2"
+                    ),
+                ));
+            }
+            if calibration.source == CalibSource::None {
+                return Err(ctx.err(
+                    "calibration",
+                    "no calibration source: `odp` chooses each block's β on calibration data; give `calibration: { text: <file> }`",
+                ));
+            }
+            let tokens = o.tokens.unwrap_or(crate::compress::mc_moe::DEFAULT_TOKENS);
+            if tokens == 0 {
+                return Err(ctx.err("odp.tokens", "must be at least 1"));
+            }
+            Some(OdpPlan { skip, tokens })
+        }
+    };
     let export_spec = recipe.export.clone().unwrap_or_default();
     let (format, gguf) = resolve_gguf(&ctx, &export_spec, &steps)?;
     let format = resolve_export_format(&ctx, format, &steps)?;
@@ -337,6 +378,7 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
         propagate,
         sequential,
         protect_super_experts,
+        odp,
         export: ExportPlan {
             format,
             max_shard_bytes,

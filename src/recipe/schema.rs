@@ -52,6 +52,10 @@ pub struct Recipe {
     /// finds to carry the massive activations dense and at full precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protect: Option<Vec<String>>,
+    /// MC-MoE's online dynamic expert pruning, a routing policy written to the output
+    /// (see [`crate::compress::mc_moe::odp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub odp: Option<OdpSpec>,
     /// Output format and shard size.
     #[serde(
         default,
@@ -166,6 +170,18 @@ pub enum PropagateSpec {
 pub enum SequentialSpec {
     Block,
     Linear,
+}
+
+/// `odp:`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OdpSpec {
+    /// Target fraction of expert calls to skip, in [0, 1) (e.g. 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<f64>,
+    /// Calibration tokens per block β is chosen on (default 16384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
 }
 
 /// `export:`.

@@ -28,6 +28,9 @@ pub struct ComparisonRow {
     /// `"<task>/<metric>"` → value, for the headline metric(s) of each task.
     #[serde(default)]
     pub tasks: BTreeMap<String, f64>,
+    /// Fraction of expert calls the run's ODP routing policy skipped in the evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub odp_skipped: Option<f64>,
 }
 
 /// Headline metrics per task kind, in column order.
@@ -61,6 +64,11 @@ impl ComparisonRow {
             kld_mean: kld.map(|k| k.mean_kld.value),
             same_top_p: kld.map(|k| k.same_top_p.value),
             tasks,
+            odp_skipped: r
+                .quality
+                .as_ref()
+                .and_then(|q| q.odp)
+                .map(|o| o.skipped_fraction),
         }
     }
 }
@@ -119,6 +127,10 @@ impl Comparison {
         .map(String::from)
         .to_vec();
         headers.extend(cols.iter().cloned());
+        let odp = self.runs.iter().any(|r| r.odp_skipped.is_some());
+        if odp {
+            headers.push("expert calls skipped".into());
+        }
         let rows = self
             .sorted()
             .into_iter()
@@ -132,6 +144,9 @@ impl Comparison {
                     opt(r.same_top_p),
                 ];
                 row.extend(cols.iter().map(|c| opt(r.tasks.get(c).copied())));
+                if odp {
+                    row.push(opt(r.odp_skipped));
+                }
                 row
             })
             .collect();
@@ -170,6 +185,24 @@ impl Comparison {
                 svg,
                 caption: "Perplexity against the size of the linear layers (lower left is better)."
                     .into(),
+            });
+        }
+        // ODP runs: KLD against the fraction of expert calls skipped.
+        let mut odp: Vec<(f64, f64)> = self
+            .runs
+            .iter()
+            .filter_map(|r| Some((100.0 * r.odp_skipped?, r.kld_mean?)))
+            .collect();
+        if odp.len() >= 2 {
+            odp.sort_by(|a, b| a.0.total_cmp(&b.0));
+            figs.push(Figure {
+                svg: plots::line_chart(
+                    "KLD against skipped expert calls (ODP)",
+                    "expert calls skipped (%)",
+                    "mean KLD",
+                    &[(String::new(), odp)],
+                )?,
+                caption: "Mean KLD against the dense model, per run with an online dynamic pruning policy, by the share of expert calls it skipped in the evaluation.".into(),
             });
         }
         render_page(

@@ -164,6 +164,7 @@ pub(crate) mod tests {
                 perplexity: ppl(13.57, 2.608),
                 base_perplexity: Some(ppl(12.34, 2.513)),
                 kld: Some(kld),
+                odp: None,
             }),
             tasks,
             lm_eval_results,

@@ -88,6 +88,19 @@ pub struct Quality {
     pub base_perplexity: Option<PerplexityStats>,
     #[serde(default)]
     pub kld: Option<KldStats>,
+    /// MC-MoE online dynamic pruning: the expert calls the evaluated model's routing policy
+    /// skipped (absent without a policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub odp: Option<OdpStats>,
+}
+
+/// Expert calls the ODP routing policy looked at and skipped during one evaluation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OdpStats {
+    /// Top-k expert calls the router chose, over every MoE block with a policy.
+    pub expert_calls: u64,
+    pub skipped: u64,
+    pub skipped_fraction: f64,
 }
 
 /// Perplexity under the pruning-paper protocol (CRATES.md §2.4).

@@ -24,6 +24,7 @@
 //! programming) instead of with Gurobi.
 
 pub mod ilp;
+pub mod odp;
 pub mod pmq;
 
 use std::sync::LazyLock;

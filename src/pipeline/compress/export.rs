@@ -159,6 +159,20 @@ impl ExportState {
                 "allocation": allocation,
             }),
         );
+        if let (Some(o), Some(c)) = (
+            plan.odp,
+            obj.get_mut("compression").and_then(Value::as_object_mut),
+        ) {
+            let blocks = raw
+                .get("num_hidden_layers")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize;
+            if let Some(s) =
+                crate::compress::mc_moe::odp::config_section(allocation, blocks, o.skip)
+            {
+                c.insert("odp".into(), s);
+            }
+        }
         let global_sparsity = if self.params > 0 {
             self.zeros as f64 / self.params as f64
         } else {
