@@ -173,8 +173,8 @@ fn group_size_that_does_not_divide_is_an_error_naming_the_layer() {
 #[test]
 fn unknown_format_suggests_a_known_one() {
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/stories260k");
-    let step = "  - rtn: { format: int3-ch-sym }";
-    assert_refused(&model, "bad", step, &["int3-ch-sym", "bad.yaml"]);
+    let step = "  - rtn: { format: int5-ch-sym }";
+    assert_refused(&model, "bad", step, &["int5-ch-sym", "bad.yaml"]);
 }
 
 #[test]

@@ -14,6 +14,7 @@ fn every_registered_method_parses_and_resolves_by_its_name() {
         "rtn" | "gptq" => "{ format: int4-ch-sym }",
         "finequant" => "{ bits: 4 }",
         "expert-prune" => "{ fraction: 0.25 }",
+        "mc-moe" => "{ budget_bits: 3, format: int4-ch-sym }",
         _ => "{ sparsity: 0.5 }",
     };
     // A Mixtral-shaped model (2 blocks, 4 experts, top-1) for the MoE methods.
@@ -30,7 +31,7 @@ fn every_registered_method_parses_and_resolves_by_its_name() {
     for name in crate::compress::METHOD_NAMES {
         let text = format!("{CAL}steps:\n  - {name}: {}\n", params(name));
         let p = match *name {
-            "expert-prune" => resolve(parse(&text).unwrap(), path(), &moe),
+            "expert-prune" | "mc-moe" => resolve(parse(&text).unwrap(), path(), &moe),
             _ => plan(&text),
         }
         .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -41,7 +42,7 @@ fn every_registered_method_parses_and_resolves_by_its_name() {
         let j = serde_json::to_value(&p.steps[0].method).unwrap();
         assert_eq!(j["method"], *name);
     }
-    assert_eq!(crate::compress::METHOD_NAMES.len(), 7);
+    assert_eq!(crate::compress::METHOD_NAMES.len(), 8);
     let (k, m) = recipe_err(parse(&format!("{CAL}steps:\n  - quip: {{ bits: 2 }}\n")));
     assert_eq!(k, "steps[0].quip");
     assert!(m.contains("unknown method `quip`"), "{m}");
