@@ -116,6 +116,11 @@ pub struct CompressArgs {
     /// vocabulary), checked against the model, and stop without compressing.
     #[arg(long)]
     pub explain: bool,
+    /// Continue a run that was killed (SIGKILL, power loss, Ctrl-C) from its last finished block,
+    /// from the state kept in `.<out>.pare-resume/` beside the output; the output is the same,
+    /// byte for byte, as an uninterrupted run's.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Args, Debug)]

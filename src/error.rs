@@ -46,6 +46,11 @@ pub enum PareError {
     #[error("interrupted (Ctrl-C): stopped at a block boundary, no output was written")]
     Interrupted,
 
+    /// Ctrl-C during `compress` after some blocks finished (exit code 130): no output was
+    /// written; the finished blocks are kept for `--resume`.
+    #[error("interrupted (Ctrl-C): stopped at a block boundary, no output was written; the finished blocks are kept in {}: re-run the same command with --resume to continue", .0.display())]
+    InterruptedResumable(PathBuf),
+
     /// An error while compressing one linear layer, which it names.
     #[error("{id}: {source}")]
     Layer {
@@ -101,7 +106,7 @@ impl PareError {
     pub fn exit_code(&self) -> i32 {
         match self {
             PareError::Numerical(_) | PareError::Internal(_) => 1,
-            PareError::Interrupted => 130,
+            PareError::Interrupted | PareError::InterruptedResumable(_) => 130,
             PareError::Layer { source, .. } => source.exit_code(),
             _ => 2,
         }

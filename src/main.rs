@@ -226,6 +226,7 @@ fn run(cli: Cli) -> Result<String> {
                 out: a.out,
                 force: a.force,
                 max_shard_size: a.max_shard_size,
+                resume: a.resume,
             };
             let done = commands::compress::run(&req, &device()?, &progress)?;
             if cli.json {

@@ -114,6 +114,8 @@ pub struct CheckpointWriter {
     total_size: u64,
     budget: Budget,
     finished: bool,
+    /// When recording: every tensor added since the last [`CheckpointWriter::take_journal`].
+    journal: Option<Vec<(String, OutTensor)>>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> PareError {
@@ -342,6 +344,7 @@ impl CheckpointWriter {
             total_size: 0,
             budget,
             finished: false,
+            journal: None,
         })
     }
 
@@ -358,7 +361,23 @@ impl CheckpointWriter {
 
     /// Adds a tensor: closes the current shard first when this tensor would overflow it, then
     /// appends the bytes to the open shard's data file (nothing but the header entry is kept).
+    /// Starts recording every added tensor (for the resume state).
+    pub fn record(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    /// The tensors added since recording started or the last call, in order.
+    pub fn take_journal(&mut self) -> Vec<(String, OutTensor)> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     pub fn add(&mut self, name: String, t: OutTensor) -> Result<()> {
+        if let Some(j) = self.journal.as_mut() {
+            j.push((name.clone(), t.clone()));
+        }
         let numel: usize = t.shape.iter().product();
         if (numel * t.dtype.bitsize()).div_ceil(8) != t.bytes.len() {
             return Err(PareError::Internal(format!(

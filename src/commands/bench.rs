@@ -230,6 +230,7 @@ pub fn compress(
             &text,
             &out,
             true,
+            false,
             &mut super::eval::BaseCache::default(),
             progress,
         )?;

@@ -106,6 +106,7 @@ pub fn run(req: &CompareRequest, device: &Device, progress: &dyn Progress) -> Re
                 &job.text,
                 &dir,
                 force,
+                false,
                 &mut base_cache,
                 progress,
             )?

@@ -20,6 +20,9 @@ pub struct CompressRequest {
     pub out: PathBuf,
     pub force: bool,
     pub max_shard_size: Option<String>,
+    /// Continue a killed run from its last finished block (see
+    /// [`crate::pipeline::compress`]'s resume state).
+    pub resume: bool,
 }
 
 /// The result of `pare compress`.
@@ -44,6 +47,7 @@ pub fn run_with(
     recipe_text: &str,
     out: &Path,
     force: bool,
+    resume: bool,
     base_cache: &mut BaseCache,
     progress: &dyn Progress,
 ) -> Result<Compressed> {
@@ -62,7 +66,16 @@ pub fn run_with(
         progress.warn(n);
     }
     let allocation = crate::pipeline::allocate(runner, plan, progress)?;
-    let outcome = compress(runner, plan, &allocation, recipe_text, out, force, progress)?;
+    let outcome = compress(
+        runner,
+        plan,
+        &allocation,
+        recipe_text,
+        out,
+        force,
+        resume,
+        progress,
+    )?;
     let mut report = outcome.report;
     report.notes.extend(plan.notes.iter().cloned());
     report.notes.extend(super::non_finite_note(runner));
@@ -117,6 +130,7 @@ pub fn run(req: &CompressRequest, device: &Device, progress: &dyn Progress) -> R
         &applied,
         &req.out,
         req.force,
+        req.resume,
         &mut BaseCache::default(),
         progress,
     )

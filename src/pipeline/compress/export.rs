@@ -61,6 +61,58 @@ impl ExportState {
         }
     }
 
+    /// The bookkeeping so far, as JSON (for the resume state).
+    pub fn snapshot(&self) -> Value {
+        let groups: Vec<Value> = self
+            .groups
+            .iter()
+            .map(|(s, m)| json!({"bits": s.bits, "group_size": s.group_size, "symmetric": s.symmetric, "modules": m}))
+            .collect();
+        json!({
+            "groups": groups,
+            "static_order": self.static_order,
+            "unquantised": self.unquantised,
+            "sparse_targets": self.sparse_targets,
+            "zeros": self.zeros,
+            "params": self.params,
+            "bytes": [self.bytes_before, self.bytes_after, self.bytes_compact],
+        })
+    }
+
+    /// Restores [`ExportState::snapshot`]'s bookkeeping; `None` when `v` is not one.
+    pub fn restore(&mut self, v: &Value) -> Option<()> {
+        let strings = |v: &Value| -> Option<Vec<String>> {
+            v.as_array()?
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect()
+        };
+        let mut groups = Vec::new();
+        for g in v["groups"].as_array()? {
+            let scheme = QuantScheme {
+                bits: u8::try_from(g["bits"].as_u64()?).ok()?,
+                group_size: g["group_size"].as_u64().map(|x| x as usize),
+                symmetric: g["symmetric"].as_bool()?,
+            };
+            groups.push((scheme, strings(&g["modules"])?));
+        }
+        let bytes = v["bytes"].as_array()?;
+        self.groups = groups;
+        self.static_order = v["static_order"]
+            .as_array()?
+            .iter()
+            .map(Value::as_bool)
+            .collect::<Option<_>>()?;
+        self.unquantised = strings(&v["unquantised"])?;
+        self.sparse_targets = strings(&v["sparse_targets"])?;
+        self.zeros = v["zeros"].as_u64()?;
+        self.params = v["params"].as_u64()?;
+        self.bytes_before = bytes.first()?.as_u64()?;
+        self.bytes_after = bytes.get(1)?.as_u64()?;
+        self.bytes_compact = bytes.get(2)?.as_u64()?;
+        Some(())
+    }
+
     /// Counts `weights` linear weights the output drops (pruned experts) in the size before:
     /// dense bytes in the model dtype, nothing after.
     pub fn count_removed(&mut self, weights: usize) {

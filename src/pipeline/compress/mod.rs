@@ -35,6 +35,7 @@ mod block;
 mod experts;
 mod export;
 mod metrics;
+pub mod resume;
 
 use block::{BlockJob, LoopCtx};
 use metrics::relative_error;
@@ -105,6 +106,41 @@ impl Sink<'_> {
 pub struct CompressOutcome {
     pub out: PathBuf,
     pub report: Report,
+}
+
+/// What identifies a run for `--resume`: pare's version, the applied recipe, the model's
+/// directory and files (names and sizes), the calibration tokens' source and shape.
+fn resume_fingerprint(
+    runner: &ModelRunner,
+    plan: &Plan,
+    recipe_text: &str,
+    calib: &CalibrationSet,
+) -> serde_json::Value {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(&runner.dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().map(|m| m.len()).unwrap_or(0),
+            )
+        })
+        .collect();
+    files.sort();
+    let model = runner
+        .dir
+        .canonicalize()
+        .unwrap_or_else(|_| runner.dir.clone());
+    serde_json::json!({
+        "pare": crate::VERSION,
+        "recipe": recipe_text,
+        "recipe_path": plan.recipe_path,
+        "model": model,
+        "files": files,
+        "calibration": { "source": calib.source, "samples": calib.ids.len(), "seq_len": calib.seq_len(), "seed": calib.seed },
+    })
 }
 
 /// Loads the calibration set the plan asks for.
@@ -180,6 +216,7 @@ pub fn compress(
     recipe_text: &str,
     out: &Path,
     force: bool,
+    resume: bool,
     progress: &dyn Progress,
 ) -> Result<CompressOutcome> {
     let t_start = Instant::now();
@@ -212,9 +249,44 @@ pub fn compress(
     let mut export_state = export::ExportState::new(plan.export.format, dtype, scale_dtype);
     let pruning = expert_pruning(runner, plan)?;
 
+    // The resume state: replay what a killed run finished, then go on from there.
+    let fingerprint = resume_fingerprint(runner, plan, recipe_text, &calib);
+    let (state, resumed, notes) = resume::ResumeDir::open(out, &fingerprint, resume)?;
+    for n in &notes {
+        progress.warn(n);
+    }
+    let first = match resumed {
+        None => 0,
+        Some(r) => {
+            for b in 0..=r.last_block {
+                for (name, t) in state.block_tensors(b)? {
+                    writer.add(name, t)?;
+                }
+            }
+            let (rep, exp) = state.state(r.last_block)?;
+            report = rep;
+            export_state.restore(&exp).ok_or_else(|| {
+                crate::PareError::Usage(format!(
+                    "--resume: the saved export state of block {} is damaged; run without --resume",
+                    r.last_block
+                ))
+            })?;
+            hidden = state.hidden(r.last_block, &runner.device)?;
+            r.last_block + 1
+        }
+    };
+    writer.record();
+
     progress.start("compress", cfg.num_layers as u64);
-    for b in 0..cfg.num_layers {
-        crate::interrupt::check()?;
+    for _ in 0..first {
+        progress.step();
+    }
+    for b in first..cfg.num_layers {
+        if crate::interrupt::check().is_err() {
+            return Err(crate::PareError::InterruptedResumable(
+                state.dir().to_path_buf(),
+            ));
+        }
         let t_block = Instant::now();
         let weights = runner
             .arch
@@ -282,6 +354,13 @@ pub fn compress(
             block: b,
             seconds: t_block.elapsed().as_secs_f64(),
         });
+        state.save_block(
+            b,
+            &writer.take_journal(),
+            &report,
+            export_state.snapshot(),
+            &hidden,
+        )?;
         progress.step();
     }
     progress.finish();
@@ -341,6 +420,7 @@ pub fn compress(
         }
     };
     report.gguf = gguf_report;
+    state.remove()?;
 
     report.provenance.calibration = Some(CalibrationInfo {
         source: calib.source.clone(),

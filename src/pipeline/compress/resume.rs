@@ -1,0 +1,318 @@
+//! `pare compress --resume`: the block loop's state saved after every finished block, so a run
+//! killed at any point (SIGKILL, power loss, Ctrl-C) continues from the last finished block and
+//! writes the same bytes as an uninterrupted run.
+//!
+//! The state lives beside the output in `.{name}.pare-resume/` (never inside the output, which
+//! appears only by rename when complete):
+//! - `fingerprint.json`: pare's version, the recipe text, the model directory and its files'
+//!   sizes, the calibration settings; `--resume` refuses state with another fingerprint (exit 2);
+//! - per finished block `b`: `block-{b}.tensors` (the tensors it added to the output, in order),
+//!   and for the latest block only `state-{b}.json` (the report and export bookkeeping so far)
+//!   and `hidden-{b}.bin` (the calibration hidden states entering block `b + 1`);
+//! - `block-{b}.done`, written last: block `b` is complete.
+//!
+//! Every file is written to `*.partial` and renamed, so a kill leaves either the old state or
+//! the new. Resuming replays the saved tensors into a fresh output folder, restores the report
+//! and bookkeeping, loads the hidden states and continues with block `k + 1`. The profile pass
+//! (if any) is re-run; it is deterministic. A successful run removes the folder; a run without
+//! `--resume` removes a stale one first.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use serde_json::{Value, json};
+
+use crate::checkpoint::{Dtype, OutTensor};
+use crate::error::{PareError, Result};
+use crate::model::{from_host, to_host};
+use crate::report::Report;
+
+/// The resume folder of one output.
+pub struct ResumeDir {
+    dir: PathBuf,
+}
+
+/// What a previous run left: its last finished block.
+pub struct Resumed {
+    pub last_block: usize,
+}
+
+fn io(what: &str, p: &Path, e: std::io::Error) -> PareError {
+    PareError::io(format!("{what} {}", p.display()), e)
+}
+
+/// Writes `bytes` to `path` via `path.partial` and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
+    f.write_all(bytes).map_err(|e| io("writing", &tmp, e))?;
+    f.sync_all().map_err(|e| io("syncing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("renaming into", path, e))
+}
+
+fn dtype_name(d: Dtype) -> String {
+    format!("{d:?}")
+}
+
+fn dtype_of(name: &str) -> Option<Dtype> {
+    [
+        Dtype::F32,
+        Dtype::F16,
+        Dtype::BF16,
+        Dtype::F64,
+        Dtype::I64,
+        Dtype::I32,
+        Dtype::I16,
+        Dtype::I8,
+        Dtype::U8,
+        Dtype::U16,
+        Dtype::U32,
+        Dtype::U64,
+        Dtype::BOOL,
+    ]
+    .into_iter()
+    .find(|d| dtype_name(*d) == name)
+}
+
+impl ResumeDir {
+    /// `.{name}.pare-resume` beside `out`.
+    pub fn path_for(out: &Path) -> PathBuf {
+        let name = out
+            .file_name()
+            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        out.with_file_name(format!(".{name}.pare-resume"))
+    }
+
+    /// Opens the state for `out`. With `resume`, a folder with the same `fingerprint` gives the
+    /// last finished block; another fingerprint is an error. Without `resume` (or with nothing
+    /// to resume) the folder starts empty. Returns notes for the log.
+    pub fn open(
+        out: &Path,
+        fingerprint: &Value,
+        resume: bool,
+    ) -> Result<(Self, Option<Resumed>, Vec<String>)> {
+        let dir = Self::path_for(out);
+        let mut notes = Vec::new();
+        let fp_path = dir.join("fingerprint.json");
+        if resume && fp_path.is_file() {
+            let text = std::fs::read_to_string(&fp_path).map_err(|e| io("reading", &fp_path, e))?;
+            let old: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if &old != fingerprint {
+                return Err(PareError::Usage(format!(
+                    "--resume: {} holds the state of a different run (another recipe, model, calibration or pare version); remove it, or run without --resume to start over",
+                    dir.display()
+                )));
+            }
+            let me = Self { dir };
+            let last = (0..usize::MAX)
+                .take_while(|b| me.dir.join(format!("block-{b}.done")).is_file())
+                .last();
+            return Ok(match last {
+                Some(k) if me.dir.join(format!("hidden-{k}.bin")).is_file() => {
+                    notes.push(format!(
+                        "resuming after block {k} from {}",
+                        me.dir.display()
+                    ));
+                    (me, Some(Resumed { last_block: k }), notes)
+                }
+                _ => {
+                    notes.push(format!(
+                        "--resume: {} holds no finished block; starting at block 0",
+                        me.dir.display()
+                    ));
+                    (me, None, notes)
+                }
+            });
+        }
+        if dir.exists() {
+            if !resume {
+                notes.push(format!(
+                    "removed {}, the resume state of an earlier run (pass --resume to continue one)",
+                    dir.display()
+                ));
+            } else {
+                notes.push(format!(
+                    "--resume: {} has no fingerprint; starting at block 0",
+                    dir.display()
+                ));
+            }
+            std::fs::remove_dir_all(&dir).map_err(|e| io("removing", &dir, e))?;
+        } else if resume {
+            notes.push("--resume: nothing to resume; starting at block 0".into());
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+        write_atomic(
+            &fp_path,
+            serde_json::to_string_pretty(fingerprint)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        Ok((Self { dir }, None, notes))
+    }
+
+    /// Saves finished block `b`: its tensors, the report and export bookkeeping, and the hidden
+    /// states entering block `b + 1`; then marks it done and drops block `b − 1`'s state.
+    pub fn save_block(
+        &self,
+        b: usize,
+        tensors: &[(String, OutTensor)],
+        report: &Report,
+        export: Value,
+        hidden: &[Tensor<3>],
+    ) -> Result<()> {
+        let mut head = Vec::new();
+        let mut data = Vec::new();
+        for (name, t) in tensors {
+            head.push(json!({"name": name, "dtype": dtype_name(t.dtype), "shape": t.shape, "len": t.bytes.len()}));
+            data.extend_from_slice(&t.bytes);
+        }
+        let head = serde_json::to_vec(&head).unwrap_or_default();
+        let mut file = (head.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(&head);
+        file.extend_from_slice(&data);
+        write_atomic(&self.dir.join(format!("block-{b}.tensors")), &file)?;
+        let state = json!({"report": report, "export": export});
+        write_atomic(
+            &self.dir.join(format!("state-{b}.json")),
+            serde_json::to_string(&state).unwrap_or_default().as_bytes(),
+        )?;
+        // Streamed one batch at a time (the hidden states are the largest part of the state).
+        let path = self.dir.join(format!("hidden-{b}.bin"));
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".partial");
+        let tmp = PathBuf::from(tmp);
+        let f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let err = |e| io("writing", &tmp, e);
+        w.write_all(&(hidden.len() as u64).to_le_bytes()).map_err(err)?;
+        for t in hidden {
+            let [n, s, d] = t.dims();
+            for x in [n, s, d] {
+                w.write_all(&(x as u64).to_le_bytes()).map_err(err)?;
+            }
+            let v = to_host(t.clone().reshape([n * s, d]))?;
+            w.write_all(bytemuck::cast_slice(&v)).map_err(err)?;
+        }
+        let f = w.into_inner().map_err(|e| io("writing", &tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| io("syncing", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("renaming into", &path, e))?;
+        write_atomic(&self.dir.join(format!("block-{b}.done")), b"")?;
+        if b > 0 {
+            for f in [
+                format!("state-{}.json", b - 1),
+                format!("hidden-{}.bin", b - 1),
+            ] {
+                let p = self.dir.join(f);
+                if p.exists() {
+                    std::fs::remove_file(&p).map_err(|e| io("removing", &p, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        let p = self.dir.join(name);
+        let mut v = Vec::new();
+        std::fs::File::open(&p)
+            .and_then(|mut f| f.read_to_end(&mut v))
+            .map_err(|e| io("reading", &p, e))?;
+        Ok(v)
+    }
+
+    fn corrupt(&self, what: &str) -> PareError {
+        PareError::Usage(format!(
+            "--resume: {} is damaged ({what}); remove it, or run without --resume",
+            self.dir.display()
+        ))
+    }
+
+    /// The tensors block `b` added, in order.
+    pub fn block_tensors(&self, b: usize) -> Result<Vec<(String, OutTensor)>> {
+        let bytes = self.read(&format!("block-{b}.tensors"))?;
+        let n = bytes
+            .get(..8)
+            .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])) as usize)
+            .ok_or_else(|| self.corrupt("short tensor file"))?;
+        let head: Vec<Value> = bytes
+            .get(8..8 + n)
+            .and_then(|h| serde_json::from_slice(h).ok())
+            .ok_or_else(|| self.corrupt("tensor header"))?;
+        let mut at = 8 + n;
+        let mut out = Vec::with_capacity(head.len());
+        for h in head {
+            let len = h["len"].as_u64().unwrap_or(0) as usize;
+            let t = OutTensor {
+                dtype: h["dtype"]
+                    .as_str()
+                    .and_then(dtype_of)
+                    .ok_or_else(|| self.corrupt("tensor dtype"))?,
+                shape: h["shape"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_u64().map(|x| x as usize))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                bytes: bytes
+                    .get(at..at + len)
+                    .ok_or_else(|| self.corrupt("tensor data"))?
+                    .to_vec(),
+            };
+            at += len;
+            let name = h["name"].as_str().unwrap_or_default().to_string();
+            out.push((name, t));
+        }
+        Ok(out)
+    }
+
+    /// The report and export bookkeeping after block `b`.
+    pub fn state(&self, b: usize) -> Result<(Report, Value)> {
+        let v: Value = serde_json::from_slice(&self.read(&format!("state-{b}.json"))?)
+            .map_err(|_| self.corrupt("state"))?;
+        let report: Report =
+            serde_json::from_value(v["report"].clone()).map_err(|_| self.corrupt("report"))?;
+        Ok((report, v["export"].clone()))
+    }
+
+    /// The hidden states entering block `b + 1`.
+    pub fn hidden(&self, b: usize, device: &Device) -> Result<Vec<Tensor<3>>> {
+        let bytes = self.read(&format!("hidden-{b}.bin"))?;
+        let u = |at: usize| -> Result<usize> {
+            bytes
+                .get(at..at + 8)
+                .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])) as usize)
+                .ok_or_else(|| self.corrupt("hidden states"))
+        };
+        let count = u(0)?;
+        let mut at = 8;
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (n, s, d) = (u(at)?, u(at + 8)?, u(at + 16)?);
+            at += 24;
+            let len = n * s * d * 4;
+            let vals: Vec<f32> = bytes
+                .get(at..at + len)
+                .ok_or_else(|| self.corrupt("hidden states"))?
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            at += len;
+            out.push(from_host(vals, [n * s, d], device).reshape([n, s, d]));
+        }
+        Ok(out)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes the folder (after a successful run).
+    pub fn remove(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir).map_err(|e| io("removing", &self.dir, e))
+    }
+}
