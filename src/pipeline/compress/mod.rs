@@ -109,22 +109,31 @@ pub struct CompressOutcome {
 }
 
 /// What identifies a run for `--resume`: pare's version, the applied recipe, the model's
-/// directory and files (names and sizes), the calibration tokens' source and shape.
+/// directory and files (names, sizes, modification times), the calibration tokens' source and
+/// shape.
 fn resume_fingerprint(
     runner: &ModelRunner,
     plan: &Plan,
     recipe_text: &str,
     calib: &CalibrationSet,
 ) -> serde_json::Value {
-    let mut files: Vec<(String, u64)> = std::fs::read_dir(&runner.dir)
+    // Name, size and modification time (ns) of every file: a weight edited in place changes it.
+    let mut files: Vec<(String, u64, u64)> = std::fs::read_dir(&runner.dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.path().is_file())
         .map(|e| {
+            let m = e.metadata().ok();
+            let modified = m
+                .as_ref()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
             (
                 e.file_name().to_string_lossy().into_owned(),
-                e.metadata().map(|m| m.len()).unwrap_or(0),
+                m.map_or(0, |m| m.len()),
+                modified,
             )
         })
         .collect();
@@ -251,7 +260,7 @@ pub fn compress(
 
     // The resume state: replay what a killed run finished, then go on from there.
     let fingerprint = resume_fingerprint(runner, plan, recipe_text, &calib);
-    let (state, resumed, notes) = resume::ResumeDir::open(out, &fingerprint, resume)?;
+    let (mut state, resumed, notes) = resume::ResumeDir::open(out, &fingerprint, resume)?;
     for n in &notes {
         progress.warn(n);
     }
@@ -283,6 +292,7 @@ pub fn compress(
     }
     for b in first..cfg.num_layers {
         if crate::interrupt::check().is_err() {
+            state.keep();
             return Err(crate::PareError::InterruptedResumable(
                 state.dir().to_path_buf(),
             ));

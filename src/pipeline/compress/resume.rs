@@ -14,8 +14,9 @@
 //! Every file is written to `*.partial` and renamed, so a kill leaves either the old state or
 //! the new. Resuming replays the saved tensors into a fresh output folder, restores the report
 //! and bookkeeping, loads the hidden states and continues with block `k + 1`. The profile pass
-//! (if any) is re-run; it is deterministic. A successful run removes the folder; a run without
-//! `--resume` removes a stale one first.
+//! (if any) is re-run; it is deterministic. A successful run removes the folder, and so does one
+//! that fails (its input or recipe must change, so the state would not match); Ctrl-C and a kill
+//! leave it. A run without `--resume` removes a stale one first.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -28,9 +29,19 @@ use crate::error::{PareError, Result};
 use crate::model::{from_host, to_host};
 use crate::report::Report;
 
-/// The resume folder of one output.
+/// The resume folder of one output. Dropped without [`ResumeDir::keep`] (a finished run, or one
+/// that failed on its input), it removes the folder; a killed process leaves it.
 pub struct ResumeDir {
     dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for ResumeDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 /// What a previous run left: its last finished block.
@@ -106,7 +117,7 @@ impl ResumeDir {
                     dir.display()
                 )));
             }
-            let me = Self { dir };
+            let me = Self { dir, keep: false };
             let last = (0..usize::MAX)
                 .take_while(|b| me.dir.join(format!("block-{b}.done")).is_file())
                 .last();
@@ -150,7 +161,7 @@ impl ResumeDir {
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
-        Ok((Self { dir }, None, notes))
+        Ok((Self { dir, keep: false }, None, notes))
     }
 
     /// Saves finished block `b`: its tensors, the report and export bookkeeping, and the hidden
@@ -187,7 +198,8 @@ impl ResumeDir {
         let f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         let err = |e| io("writing", &tmp, e);
-        w.write_all(&(hidden.len() as u64).to_le_bytes()).map_err(err)?;
+        w.write_all(&(hidden.len() as u64).to_le_bytes())
+            .map_err(err)?;
         for t in hidden {
             let [n, s, d] = t.dims();
             for x in [n, s, d] {
@@ -196,7 +208,9 @@ impl ResumeDir {
             let v = to_host(t.clone().reshape([n * s, d]))?;
             w.write_all(bytemuck::cast_slice(&v)).map_err(err)?;
         }
-        let f = w.into_inner().map_err(|e| io("writing", &tmp, e.into_error()))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| io("writing", &tmp, e.into_error()))?;
         f.sync_all().map_err(|e| io("syncing", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io("renaming into", &path, e))?;
         write_atomic(&self.dir.join(format!("block-{b}.done")), b"")?;
@@ -311,8 +325,14 @@ impl ResumeDir {
         &self.dir
     }
 
+    /// Keeps the folder when this value is dropped (an interrupted run that can resume).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
     /// Removes the folder (after a successful run).
-    pub fn remove(self) -> Result<()> {
+    pub fn remove(mut self) -> Result<()> {
+        self.keep = true;
         std::fs::remove_dir_all(&self.dir).map_err(|e| io("removing", &self.dir, e))
     }
 }
