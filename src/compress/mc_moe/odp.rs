@@ -29,7 +29,6 @@ use crate::allocate::{Allocation, BlockView, Profiler};
 use crate::arch::BlockWeights;
 use crate::error::{PareError, Result};
 use crate::id::LinearRole;
-use crate::kernels::gemm;
 use crate::matrix::Matrix;
 use crate::model::TapPoint;
 use crate::stats::{StatSet, Stats};
@@ -48,17 +47,10 @@ pub struct OdpDecision {
 /// Per token, `p_j / p_0` for `j = 1..k` of the top-k router probabilities.
 pub fn ratios(x: &[f32], t: usize, router: &Matrix, top_k: usize) -> Vec<f32> {
     let e = router.rows;
-    let mut logits = vec![0f32; t * e];
-    gemm::linear(x, &router.data, e, None, &mut logits, false);
+    let probs = super::pmq::router_probs(x, t, router);
     let mut out = Vec::with_capacity(t * top_k.saturating_sub(1));
-    let mut p = vec![0f32; e];
     for tok in 0..t {
-        let l = &logits[tok * e..(tok + 1) * e];
-        let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        for (pi, li) in p.iter_mut().zip(l) {
-            *pi = (li - m).exp();
-        }
-        let mut s = p.clone();
+        let mut s = probs[tok * e..(tok + 1) * e].to_vec();
         s.sort_by(|a, b| b.total_cmp(a));
         for j in 1..top_k.min(e) {
             out.push(s[j] / s[0]);

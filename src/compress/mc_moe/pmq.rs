@@ -97,6 +97,25 @@ fn expert_forward(x: &[f32], t: usize, gate: &Matrix, up: &Matrix, down: &Matrix
     y
 }
 
+/// Router softmax probabilities `[t, experts]` of `t` rows of `x` (`router` `[experts, hidden]`).
+pub fn router_probs(x: &[f32], t: usize, router: &Matrix) -> Vec<f32> {
+    let e = router.rows;
+    let mut p = vec![0f32; t * e];
+    gemm::linear(x, &router.data, e, None, &mut p, false);
+    for row in p.chunks_mut(e.max(1)) {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut s = 0f32;
+        for v in row.iter_mut() {
+            *v = (*v - m).exp();
+            s += *v;
+        }
+        for v in row.iter_mut() {
+            *v /= s;
+        }
+    }
+    p
+}
+
 /// Routing of `t` rows of `x` by `router` `[experts, hidden]`: per expert its token rows, gate
 /// weights and pre-renormalisation probabilities.
 #[allow(clippy::type_complexity)]
@@ -108,18 +127,13 @@ fn route(
     norm: bool,
 ) -> (Vec<Vec<usize>>, Vec<Vec<f32>>, Vec<f64>) {
     let e = router.rows;
-    let mut logits = vec![0f32; t * e];
-    gemm::linear(x, &router.data, e, None, &mut logits, false);
+    let probs = router_probs(x, t, router);
     let mut tokens = vec![Vec::new(); e];
     let mut gates = vec![Vec::new(); e];
     let mut weight = vec![0f64; e];
     let mut order: Vec<usize> = (0..e).collect();
     for tok in 0..t {
-        let l = &logits[tok * e..(tok + 1) * e];
-        let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let ex: Vec<f32> = l.iter().map(|v| (v - m).exp()).collect();
-        let s: f32 = ex.iter().sum();
-        let p: Vec<f32> = ex.iter().map(|v| v / s).collect();
+        let p = &probs[tok * e..(tok + 1) * e];
         order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
         let chosen = &order[..top_k.min(e)];
         let total: f32 = chosen.iter().map(|&i| p[i]).sum();
