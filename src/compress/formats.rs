@@ -442,11 +442,23 @@ pub fn formats_table() -> String {
     out
 }
 
-fn quant_and_sparsity_rows() -> Vec<[String; 6]> {
-    let mut rows: Vec<[String; 6]> = vec![[
+/// Storage bits per weight of a scheme with 16-bit scales (and, asymmetric, a `bits`-bit
+/// zero-point per group, as pack-quantized stores it): `bits + (16 [+ bits]) / group`; per
+/// channel the overhead is per row, shown over `d_in`.
+pub fn bits_per_weight(s: &QuantScheme) -> String {
+    let extra = 16 + if s.symmetric { 0 } else { u32::from(s.bits) };
+    match s.group_size {
+        Some(g) => format!("{:.3}", f64::from(s.bits) + f64::from(extra) / g as f64),
+        None => format!("{} + {extra}/d_in", s.bits),
+    }
+}
+
+fn quant_and_sparsity_rows() -> Vec<[String; 7]> {
+    let mut rows: Vec<[String; 7]> = vec![[
         "name".into(),
         "kind".into(),
         "bits".into(),
+        "bits/weight".into(),
         "group".into(),
         "symmetric".into(),
         "description".into(),
@@ -457,6 +469,7 @@ fn quant_and_sparsity_rows() -> Vec<[String; 6]> {
                 r.name.into(),
                 "quant".into(),
                 s.bits.to_string(),
+                bits_per_weight(&s),
                 s.group_size.map_or("channel".into(), |g| g.to_string()),
                 if s.symmetric { "yes" } else { "no" }.into(),
                 r.description.into(),
@@ -464,6 +477,7 @@ fn quant_and_sparsity_rows() -> Vec<[String; 6]> {
             FormatKind::Sparse(p) => [
                 r.name.into(),
                 "sparsity".into(),
+                "-".into(),
                 "-".into(),
                 p.map_or("-".into(), |p| p.m.to_string()),
                 "-".into(),
@@ -501,6 +515,17 @@ fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bits_per_weight_counts_scales_and_zero_points() {
+        let b = |n: &str| bits_per_weight(&scheme_by_name(n).unwrap());
+        // 4 + (16 + 4) / 128; 2 + 16 / 32; per channel the overhead is per row.
+        assert_eq!(b("int4-g128-asym"), "4.156");
+        assert_eq!(b("int2-g32-sym"), "2.500");
+        assert_eq!(b("int3-g64-asym"), "3.297");
+        assert_eq!(b("int8-ch-sym"), "8 + 16/d_in");
+        assert!(formats_table().contains("bits/weight"));
+    }
 
     /// llm-compressor's preset names resolve to the rows `pare formats` labels with them.
     #[test]
