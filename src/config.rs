@@ -563,6 +563,40 @@ mod tests {
     }
 
     #[test]
+    fn odp_policy_is_read_back_and_checked() {
+        let with = |odp: &str| {
+            format!(
+                r#"{{"architectures":["MixtralForCausalLM"],"vocab_size":10,"hidden_size":8,
+                "intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,
+                "num_local_experts":4,"num_experts_per_tok":2,"compression":{{"odp":{odp}}}}}"#
+            )
+        };
+        let p = Path::new("m/config.json");
+        let c = HfConfig::parse(&with(r#"{"beta":[0.25,null]}"#), p).unwrap();
+        assert_eq!(c.odp_beta, vec![Some(0.25), None]);
+        for (bad, why) in [
+            (r#"{"beta":[0.25]}"#, "1 entries"),
+            (r#"{"beta":[0.25,2.0]}"#, "block 1"),
+            (r#"{"beta":"x"}"#, "expected a list"),
+        ] {
+            let e = HfConfig::parse(&with(bad), p).unwrap_err().to_string();
+            assert!(
+                e.contains("m/config.json")
+                    && e.contains("compression.odp.beta")
+                    && e.contains(why),
+                "{e}"
+            );
+        }
+        let dense = HfConfig::parse(
+            r#"{"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":8,
+            "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2}"#,
+            p,
+        )
+        .unwrap();
+        assert_eq!(dense.odp_beta, vec![None]);
+    }
+
+    #[test]
     fn unknown_architecture_is_named() {
         let text = r#"{"architectures":["GPT2LMHeadModel"],"vocab_size":10}"#;
         let err = HfConfig::parse(text, Path::new("m/config.json"))
