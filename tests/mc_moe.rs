@@ -4,6 +4,7 @@
 //! models are refused.
 
 mod common;
+mod common_compress;
 
 use std::path::{Path, PathBuf};
 
@@ -25,22 +26,8 @@ fn recipe(dir: &Path, name: &str, step: &str, export: &str) -> PathBuf {
 }
 
 fn ppl(dir: &Path) -> f64 {
-    let t = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/tinystories-valid-head.txt");
-    let o = common::pare(&[
-        "--json",
-        "eval",
-        "--model",
-        dir.to_str().expect("utf-8"),
-        "--text",
-        t.to_str().expect("utf-8"),
-        "--seq-len",
-        "128",
-        "--max-windows",
-        "8",
-    ]);
-    assert!(o.status.success(), "{}", text(&o).1);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    v["quality"]["perplexity"]["ppl"].as_f64().expect("ppl")
+    let text = common_compress::root("calibration/tinystories-valid-head.txt");
+    common_compress::eval_ppl(dir, &text, 128, 8)
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Quantisation end to end through the CLI: byte-exactness of `pack-quantized` output against
 //! llm-compressor's fixtures, 2:4 surviving GPTQ, quantised output read back, and bad input.
 
+mod common_compress;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -223,26 +225,7 @@ fn int2_and_int3_pack_quantized_read_back_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/stories260k");
     let text = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/tinystories-valid-head.txt");
-    let ppl = |dir: &Path| -> f64 {
-        let o = pare()
-            .args([
-                "--json",
-                "eval",
-                "--max-windows",
-                "4",
-                "--seq-len",
-                "128",
-                "--model",
-            ])
-            .arg(dir)
-            .arg("--text")
-            .arg(&text)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["quality"]["perplexity"]["ppl"].as_f64().unwrap()
-    };
+    let ppl = |dir: &Path| common_compress::eval_ppl(dir, &text, 128, 4);
     for format in ["int3-ch-asym", "int2-ch-sym", "int3-g32-sym"] {
         let ignore = if format.contains("-g32-") {
             ", ignore: [\"blocks.*.mlp.down\"]"

@@ -169,8 +169,8 @@ fn arch_metadata(cfg: &HfConfig, arch: &str, name: &str, ty: GgmlType) -> Vec<(S
     kv
 }
 
-/// The float type of a float matrix of the checkpoint, by the rules in the module docs; `head`
-/// is token_embd or output. Also says whether RTN quantises it.
+/// The ggml type of a float matrix of the checkpoint, by the rules in the module docs; `head`
+/// is token_embd or output.
 fn float_type(ty: GgmlType, head: bool, row: usize) -> GgmlType {
     let t = match ty {
         GgmlType::Q4_0 if head => GgmlType::Q8_0,
