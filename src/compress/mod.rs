@@ -98,6 +98,7 @@ crate::registry! {
     Magnitude => magnitude,
     Wanda => wanda,
     SparseGpt => sparsegpt,
+    Dsnot => dsnot,
     Rtn => rtn,
     Gptq => gptq,
     FineQuant => finequant,

@@ -7,8 +7,9 @@ use std::path::Path;
 use crate::arch::LinearSlot;
 use crate::compress::formats::{self, FormatKind};
 use crate::compress::kit::select::MAX_M;
-use crate::compress::{NofM, QuantScheme};
+use crate::compress::{MethodKind, NofM, QuantScheme};
 use crate::error::PareError;
+use crate::id::LinearId;
 use crate::recipe::suggest;
 
 /// SparseGPT / GPTQ lazy-update block width.
@@ -16,7 +17,19 @@ pub const DEFAULT_BLOCK_SIZE: usize = 128;
 /// SparseGPT / GPTQ relative dampening (fraction of mean diag H).
 pub const DEFAULT_DAMPENING: f32 = 0.01;
 
-/// What a step's `resolve` sees: where it is in the recipe and the linears it targets.
+/// A step before the one being resolved, as far as a later step may depend on it.
+pub struct EarlierStep<'a> {
+    /// Its key path, e.g. `steps[0].wanda`.
+    pub key: &'a str,
+    pub kind: MethodKind,
+    /// It leaves an explicit mask on its targets (every pruner but expert pruning, which
+    /// removes whole experts).
+    pub masks: bool,
+    pub targets: &'a [LinearId],
+}
+
+/// What a step's `resolve` sees: where it is in the recipe, the linears it targets and the
+/// steps before it.
 pub struct ResolveCtx<'a> {
     /// The recipe file (for error messages).
     pub recipe: &'a Path,
@@ -24,9 +37,83 @@ pub struct ResolveCtx<'a> {
     pub key: String,
     /// The linears the step targets, in model order.
     pub targets: Vec<&'a LinearSlot>,
+    /// The recipe's earlier steps, in order.
+    pub earlier: Vec<EarlierStep<'a>>,
 }
 
 impl ResolveCtx<'_> {
+    /// The last earlier step that compresses `id`, if any.
+    pub fn last_earlier(&self, id: LinearId) -> Option<&EarlierStep<'_>> {
+        self.earlier.iter().rev().find(|s| s.targets.contains(&id))
+    }
+
+    /// For a step that refines an earlier mask (DSnoT, MaskLLM's `prior: previous`): the N:M
+    /// pattern of the pruning step that last touched every target. Errors when a target was
+    /// not pruned before, was quantised after being pruned (the refinement would discard the
+    /// integer form), or when the targets' earlier patterns differ.
+    pub fn earlier_mask(&self, what: &str) -> crate::Result<Option<NofM>> {
+        let mut found: Option<(&str, Option<NofM>)> = None;
+        for l in &self.targets {
+            let Some(prev) = self.last_earlier(l.id).filter(|s| s.masks) else {
+                return Err(PareError::recipe(
+                    self.recipe,
+                    self.key.clone(),
+                    format!(
+                        "{what} refines the mask of an earlier pruning step, but no earlier step prunes `{}`; put a pruning step (magnitude, wanda, sparsegpt) before it, or exclude the linear with `ignore`",
+                        l.id
+                    ),
+                ));
+            };
+            let MethodKind::Prune { pattern } = prev.kind else {
+                return Err(PareError::recipe(
+                    self.recipe,
+                    self.key.clone(),
+                    format!(
+                        "`{}` is quantised by {} before {what}, which changes masks only of unquantised weights; order the steps prune → {what} → quantise",
+                        l.id, prev.key
+                    ),
+                ));
+            };
+            match found {
+                Some((key, p)) if p != pattern => {
+                    let name = |p: Option<NofM>| {
+                        p.map_or("unstructured".to_string(), |p| format!("{}:{}", p.n, p.m))
+                    };
+                    return Err(PareError::recipe(
+                        self.recipe,
+                        self.key.clone(),
+                        format!(
+                            "its targets were pruned with different patterns ({} by {key}, {} by {}); split it into one step per pattern",
+                            name(p),
+                            name(pattern),
+                            prev.key
+                        ),
+                    ));
+                }
+                _ => found = Some((prev.key, pattern)),
+            }
+        }
+        Ok(found.and_then(|(_, p)| p))
+    }
+
+    /// Errors when an earlier step already compresses one of the targets (for a method that
+    /// starts from the original weights and would discard that work).
+    pub fn no_earlier(&self, what: &str, hint: &str) -> crate::Result<()> {
+        for l in &self.targets {
+            if let Some(prev) = self.last_earlier(l.id) {
+                return Err(PareError::recipe(
+                    self.recipe,
+                    self.key.clone(),
+                    format!(
+                        "{what} starts from the original weights, but {} already compresses `{}`; {hint}",
+                        prev.key, l.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A recipe error at `field` of this step.
     pub fn err(&self, field: &str, message: impl Into<String>) -> PareError {
         PareError::recipe(self.recipe, format!("{}.{field}", self.key), message)

@@ -188,6 +188,14 @@ impl LinearInput<'_> {
         Ok(s)
     }
 
+    /// DSnoT's mean and variance of this linear's input, checked against its width.
+    pub fn mean_var(&self) -> Result<&crate::stats::MeanVar> {
+        let m = self.stats.mean_var(self.point)?;
+        check_width(m.mean.len(), self.current.weight.cols, "the input mean")?;
+        check_width(m.var.len(), self.current.weight.cols, "the input variance")?;
+        Ok(m)
+    }
+
     /// The Hessian of this linear's input, checked against its width.
     pub fn hessian(&self) -> Result<&Matrix> {
         let h = self.stats.hessian(self.point)?;

@@ -217,4 +217,6 @@ fn key_before(text: &str, line: usize, col: usize) -> Option<String> {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_masks;
+#[cfg(test)]
 mod tests_moe;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::arch::LinearSlot;
 use crate::compress::Step;
 use crate::compress::kit::select::tail_note;
-use crate::compress::spec::ResolveCtx;
+use crate::compress::spec::{EarlierStep, ResolveCtx};
 use crate::compress::{Method, MethodKind, NofM};
 use crate::error::{PareError, Result};
 use crate::id::LinearId;
@@ -255,12 +255,11 @@ pub fn resolve(recipe: Recipe, recipe_path: &Path, linears: &[LinearSlot]) -> Re
             "no steps: add at least one, e.g. `- wanda: { sparsity: 0.5 }`",
         ));
     }
-    let steps = recipe
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| resolve_step(&ctx, i, s))
-        .collect::<Result<Vec<_>>>()?;
+    let mut steps: Vec<PlanStep> = Vec::with_capacity(recipe.steps.len());
+    for (i, s) in recipe.steps.iter().enumerate() {
+        let step = resolve_step(&ctx, i, s, &steps)?;
+        steps.push(step);
+    }
     if calibration.source == CalibSource::None {
         let needs = |s: &PlanStep| {
             !s.method.compressor().stats().is_empty()
@@ -691,7 +690,7 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
 
 /// Stage 2 for one step: its targets matched against the model's linears, then its method's
 /// own `resolve` (in the method's folder) range-checks every parameter against those targets.
-fn resolve_step(ctx: &Ctx, index: usize, step: &Step) -> Result<PlanStep> {
+fn resolve_step(ctx: &Ctx, index: usize, step: &Step, earlier: &[PlanStep]) -> Result<PlanStep> {
     let name = step.name();
     let key = format!("steps[{index}].{name}");
     if matches!(step, Step::ExpertPrune(_)) && !ctx.has_experts() {
@@ -714,6 +713,15 @@ fn resolve_step(ctx: &Ctx, index: usize, step: &Step) -> Result<PlanStep> {
         targets: targets
             .iter()
             .filter_map(|id| ctx.linears.iter().find(|l| l.id == *id))
+            .collect(),
+        earlier: earlier
+            .iter()
+            .map(|s| EarlierStep {
+                key: &s.key,
+                kind: s.method.compressor().kind(),
+                masks: !matches!(s.method, Method::ExpertPrune(_)),
+                targets: &s.targets,
+            })
             .collect(),
     };
     let method = step.resolve(&rctx)?;

@@ -15,7 +15,14 @@ fn every_registered_method_parses_and_resolves_by_its_name() {
         "finequant" => "{ bits: 4 }",
         "expert-prune" => "{ fraction: 0.25 }",
         "mc-moe" => "{ budget_bits: 3, format: int4-ch-sym }",
+        "dsnot" => "{}",
+        "maskllm" => "{ pattern: \"2:4\" }",
         _ => "{ sparsity: 0.5 }",
+    };
+    // Mask refinements follow a pruning step; the step under test is the last one.
+    let before = |name: &str| match name {
+        "dsnot" => "  - wanda: { sparsity: 0.5 }\n",
+        _ => "",
     };
     // A Mixtral-shaped model (2 blocks, 4 experts, top-1) for the MoE methods.
     let moe = crate::arch::Architecture::new(
@@ -29,20 +36,25 @@ fn every_registered_method_parses_and_resolves_by_its_name() {
     )
     .all_linears();
     for name in crate::compress::METHOD_NAMES {
-        let text = format!("{CAL}steps:\n  - {name}: {}\n", params(name));
+        let text = format!(
+            "{CAL}steps:\n{}  - {name}: {}\n",
+            before(name),
+            params(name)
+        );
         let p = match *name {
             "expert-prune" | "mc-moe" => resolve(parse(&text).unwrap(), path(), &moe),
             _ => plan(&text),
         }
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(p.steps[0].name, *name);
-        assert_eq!(p.steps[0].method.name(), *name);
-        assert_eq!(parse(&text).unwrap().steps[0].name(), *name);
+        let last = p.steps.last().unwrap();
+        assert_eq!(last.name, *name);
+        assert_eq!(last.method.name(), *name);
+        assert_eq!(parse(&text).unwrap().steps.last().unwrap().name(), *name);
         // The resolved method serialises under its own name.
-        let j = serde_json::to_value(&p.steps[0].method).unwrap();
+        let j = serde_json::to_value(&last.method).unwrap();
         assert_eq!(j["method"], *name);
     }
-    assert_eq!(crate::compress::METHOD_NAMES.len(), 8);
+    assert_eq!(crate::compress::METHOD_NAMES.len(), 9);
     let (k, m) = recipe_err(parse(&format!("{CAL}steps:\n  - quip: {{ bits: 2 }}\n")));
     assert_eq!(k, "steps[0].quip");
     assert!(m.contains("unknown method `quip`"), "{m}");

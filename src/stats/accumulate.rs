@@ -256,9 +256,12 @@ pub(crate) mod tests {
         x
     }
 
-    /// Σx² and Hessian of `x` (one sequence) through the accumulator.
+    /// Σx², Hessian and mean/variance of `x` (one sequence) through the accumulator.
     pub(crate) fn stats_of(x: &[f32], tokens: usize, d: usize) -> PointStats {
-        let mut acc = Accumulator::new(d, StatSet::of(&[StatKind::SqNorms, StatKind::Hessian]));
+        let mut acc = Accumulator::new(
+            d,
+            StatSet::of(&[StatKind::SqNorms, StatKind::Hessian, StatKind::MeanVar]),
+        );
         acc.observe_host(x, tokens, 1);
         acc.finish()
     }

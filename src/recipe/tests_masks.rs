@@ -1,0 +1,54 @@
+//! Recipe tests for the steps that refine or learn masks (DSnoT, MaskLLM): what they inherit
+//! from earlier steps and the orders they refuse.
+
+use super::tests::{CAL, plan, recipe_err};
+use crate::compress::{Method, NofM};
+
+fn steps(body: &str) -> String {
+    format!("{CAL}steps:\n{body}")
+}
+
+#[test]
+fn dsnot_inherits_the_earlier_pattern() {
+    let p = plan(&steps(
+        "  - wanda: { pattern: \"2:4\" }\n  - dsnot: { max_cycles: 7 }\n",
+    ))
+    .unwrap();
+    let Method::Dsnot(d) = &p.steps[1].method else {
+        panic!("{:?}", p.steps[1].method)
+    };
+    assert_eq!(d.pattern, Some(NofM { n: 2, m: 4 }));
+    assert_eq!(d.max_cycles, 7);
+    assert!(d.same_sign, "N:M always applies the sign rule");
+    let p = plan(&steps("  - sparsegpt: { sparsity: 0.6 }\n  - dsnot: {}\n")).unwrap();
+    let Method::Dsnot(d) = &p.steps[1].method else {
+        panic!()
+    };
+    assert_eq!((d.pattern, d.max_cycles, d.same_sign), (None, 50, false));
+    assert_eq!(d.update_threshold, 0.1);
+}
+
+#[test]
+fn dsnot_refuses_unpruned_quantised_and_mixed_targets() {
+    let (k, m) = recipe_err(plan(&steps("  - dsnot: {}\n")));
+    assert_eq!(k, "steps[0].dsnot");
+    assert!(m.contains("no earlier step prunes"), "{m}");
+    let (k, m) = recipe_err(plan(&steps(
+        "  - wanda: { sparsity: 0.5 }\n  - rtn: { format: int4-ch-sym }\n  - dsnot: {}\n",
+    )));
+    assert_eq!(k, "steps[2].dsnot");
+    assert!(m.contains("quantised by steps[1].rtn"), "{m}");
+    let (_, m) = recipe_err(plan(&steps(
+        "  - wanda: { sparsity: 0.5, targets: [\"re:.*attn.*\"] }\n  - wanda: { pattern: \"2:4\", targets: [\"re:.*mlp.*\"] }\n  - dsnot: {}\n",
+    )));
+    assert!(m.contains("different patterns"), "{m}");
+    let (k, m) = recipe_err(plan(&steps(
+        "  - wanda: { pattern: \"2:4\" }\n  - dsnot: { same_sign: false }\n",
+    )));
+    assert_eq!(k, "steps[1].dsnot.same_sign");
+    assert!(m.contains("always applies"), "{m}");
+    let (k, _) = recipe_err(plan(&steps(
+        "  - wanda: { sparsity: 0.5 }\n  - dsnot: { max_cycles: 0 }\n",
+    )));
+    assert_eq!(k, "steps[1].dsnot.max_cycles");
+}
