@@ -99,6 +99,7 @@ crate::registry! {
     Wanda => wanda,
     SparseGpt => sparsegpt,
     Dsnot => dsnot,
+    MaskLlm => maskllm,
     Rtn => rtn,
     Gptq => gptq,
     FineQuant => finequant,
