@@ -46,6 +46,17 @@ pub struct Cycle {
     pub gamma: f64,
     /// Stop a row when a swap would flip the sign of `ε` (always on for N:M).
     pub same_sign: bool,
+    /// pare's guard: with `Some(L)` (tokens per calibration sequence), a swap is made only if
+    /// it lowers the row's expected squared output error per token under a diagonal
+    /// covariance, `Σ_j Δw_j² σ²_j + (ε / L)²`; otherwise that candidate pair is passed over.
+    pub guard: Option<f64>,
+}
+
+/// Change of `Σ_j Δw_j² σ²_j + (ε/L)²` when `q` (value `wq`, variance `vq`) is pruned and `r`
+/// (original value `wr`, variance `vr`) regrown, taking `ε` to `after`.
+fn guard_delta(l: f64, eps: f64, after: f64, (wq, vq): (f32, f32), (wr, vr): (f32, f32)) -> f64 {
+    (wq as f64).powi(2) * vq as f64 - (wr as f64).powi(2) * vr as f64
+        + (after * after - eps * eps) / (l * l)
 }
 
 /// Per-column input statistics DSnoT reads, each `cols` long.
@@ -171,6 +182,12 @@ fn refine_row(
         if after.abs() >= eps.abs() || (cy.same_sign && sign(after) != sign0) {
             break;
         }
+        if let Some(l) = cy.guard {
+            let pq = (row[q.0], st.var[q.0]);
+            if guard_delta(l, eps, after, pq, (orig[r.0], st.var[r.0])) >= 0.0 {
+                continue;
+            }
+        }
         row[q.0] = 0.0;
         row[r.0] = orig[r.0];
         eps = after;
@@ -230,6 +247,12 @@ fn refine_row_n_of_m(
         if after.abs() >= eps.abs() {
             continue;
         }
+        if let Some(l) = cy.guard {
+            let pq = (row[q], st.var[q]);
+            if guard_delta(l, eps, after, pq, (orig[r.0], st.var[r.0])) >= 0.0 {
+                continue;
+            }
+        }
         row[q] = 0.0;
         prunable[q] = false;
         row[r.0] = orig[r.0];
@@ -252,6 +275,7 @@ mod tests {
         threshold: 0.1,
         gamma: 1.0,
         same_sign: false,
+        guard: None,
     };
 
     #[test]
@@ -297,6 +321,32 @@ mod tests {
         let out = refine(&mut w, &orig, 6, &cols, None, cy);
         assert_eq!(w, [2.0, -1.0, 0.0, 0.0, 1.5, 0.0]);
         assert_eq!(out[0].swaps, 1);
+    }
+
+    #[test]
+    fn guard_passes_over_a_swap_that_adds_variance() {
+        // ε = 2 (column 0 pruned). Regrowing it and pruning column 1 takes ε to −1, which the
+        // reference's rules accept. With σ²₁ = 100 the guard's error change is
+        // 1·100 − 4·1 + (1 − 4)/1² = 93 > 0: passed over; with σ²₁ = 1 it is −6: made.
+        let orig = [2.0f32, -1.0];
+        let cy = Cycle {
+            guard: Some(1.0),
+            ..CY
+        };
+        for (v1, want) in [(100.0f32, [0.0f32, -1.0]), (1.0, [2.0, 0.0])] {
+            let mut w = [0.0f32, -1.0];
+            let var = [1.0, v1];
+            let cols = Columns {
+                mean: &[1.0; 2],
+                var: &var,
+                norms: &[1.0; 2],
+            };
+            refine(&mut w, &orig, 2, &cols, None, cy);
+            assert_eq!(w, want, "σ²₁ = {v1}");
+            let mut w = [0.0f32, -1.0];
+            refine(&mut w, &orig, 2, &cols, None, CY);
+            assert_eq!(w, [2.0, 0.0], "without the guard");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use faer::{Accum, MatMut, MatRef, Par};
 use rand::{RngExt, SeedableRng, rngs::SmallRng};
+use rand_distr::{Exp1, StandardNormal};
 use rayon::prelude::*;
 
 use crate::compress::NofM;
@@ -91,6 +92,17 @@ pub struct MaskLogits {
     pub logits: Vec<f32>,
     m1: Vec<f32>,
     m2: Vec<f32>,
+    /// With compensation: the learned correction `δ` of the kept weights, `[rows, d]`, and its
+    /// Adam moments.
+    delta: Option<Compensation>,
+}
+
+struct Compensation {
+    delta: Vec<f32>,
+    m1: Vec<f32>,
+    m2: Vec<f32>,
+    /// Learning rate of `δ` per unit of the logits' one: rms(W).
+    lr_scale: f32,
 }
 
 /// SplitMix64, to derive independent seeds per (iteration, row).
@@ -117,13 +129,8 @@ impl MaskLogits {
         let per_row = d / nm.m;
         let groups = rows * per_row;
         let mut rng = SmallRng::seed_from_u64(seed);
-        // Box–Muller.
         let mut logits: Vec<f32> = (0..groups * k)
-            .map(|_| {
-                let u1: f32 = rng.random::<f32>().max(f32::MIN_POSITIVE);
-                let u2: f32 = rng.random();
-                0.01 * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-            })
+            .map(|_| 0.01 * rng.sample::<f32, _>(StandardNormal))
             .collect();
         if let Some(prior) = prior {
             let n = logits.len().max(1) as f64;
@@ -154,7 +161,23 @@ impl MaskLogits {
             m1: vec![0.0; logits.len()],
             m2: vec![0.0; logits.len()],
             logits,
+            delta: None,
         }
+    }
+
+    /// Also learns a correction `δ` of the kept weights, so that the loss becomes
+    /// `‖(W − (W + δ) ⊙ M̃) X‖²`: the mask is chosen knowing the kept weights will be
+    /// compensated (the OBS update of `reconstruct` then replaces `δ`). `w` is the weight.
+    pub fn with_compensation(mut self, w: &[f32]) -> Self {
+        let n = w.len().max(1) as f64;
+        let rms = (w.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / n).sqrt() as f32;
+        self.delta = Some(Compensation {
+            delta: vec![0.0; w.len()],
+            m1: vec![0.0; w.len()],
+            m2: vec![0.0; w.len()],
+            lr_scale: rms,
+        });
+        self
     }
 
     /// The soft mask `M̃` `[rows, d]` from probabilities `p` `[groups, K]`; tail columns are 1.
@@ -315,9 +338,9 @@ pub fn step(
             for (pg, lgg) in p.chunks_mut(k).zip(lg.chunks(k)) {
                 let mut hi = f32::NEG_INFINITY;
                 for (q, l) in pg.iter_mut().zip(lgg) {
-                    let u: f32 = rng.random::<f32>().max(1e-20);
-                    let g = -(-u.ln()).ln();
-                    *q = (kappa * l + g) / tau;
+                    // Gumbel(0, 1) = −ln E, E ~ Exp(1) (ziggurat: one logarithm per sample).
+                    let e: f32 = rng.sample::<f32, _>(Exp1).max(1e-30);
+                    *q = (kappa * l - e.ln()) / tau;
                     hi = hi.max(*q);
                 }
                 let mut s = 0.0;
@@ -330,11 +353,22 @@ pub fn step(
         });
     let _ = groups;
     ml.soft_mask(&buf.p, d, &mut buf.mask);
-    buf.dw
-        .par_iter_mut()
-        .zip(w)
-        .zip(&buf.mask)
-        .for_each(|((o, w), m)| *o = w * (1.0 - m));
+    // E = W − (W + δ) ⊙ M̃ (δ = 0 without compensation).
+    match &ml.delta {
+        None => buf
+            .dw
+            .par_iter_mut()
+            .zip(w)
+            .zip(&buf.mask)
+            .for_each(|((o, w), m)| *o = w * (1.0 - m)),
+        Some(c) => buf
+            .dw
+            .par_iter_mut()
+            .zip(w)
+            .zip(&buf.mask)
+            .zip(&c.delta)
+            .for_each(|(((o, w), m), dl)| *o = w - (w + dl) * m),
+    }
     times_hessian(&buf.dw, h, d, &mut buf.g);
     let scale = (ml.rows * ml.per_row).max(1) as f64;
     let error = trace_form(&buf.dw, &buf.g) / norms.dense;
@@ -344,23 +378,51 @@ pub fn step(
         .map(|(w, m)| ((*w * *m) as f64).powi(2))
         .sum::<f64>()
         / norms.sq;
-    // dL/dM̃ = s · (−2 W (ΔW H) / dense − λ_t 2 W² M̃ / ‖W‖²), into buf.g.
+    // dL/dM̃ = s · (−2 (W + δ) (E H) / dense − λ_t 2 W² M̃ / ‖W‖²), into buf.g; with
+    // compensation first dL/dδ = −2 s M̃ (E H) / dense and an Adam step on δ (no weight decay).
     let a = (scale * 2.0 / norms.dense) as f32;
     let b = (scale * 2.0 * sched.weight_reg_at(t) as f64 / norms.sq) as f32;
-    buf.g
-        .par_iter_mut()
-        .zip(w)
-        .zip(&buf.mask)
-        .for_each(|((g, w), m)| *g = -a * w * *g - b * w * w * m);
-    // Back through the convex combination and the softmax, then Adam.
     let lr = sched.lr_at(t);
     let wd = sched.weight_decay;
     let (c1, c2) = (
         1.0 - BETA1.powi(t as i32 + 1),
         1.0 - BETA2.powi(t as i32 + 1),
     );
+    match &mut ml.delta {
+        None => buf
+            .g
+            .par_iter_mut()
+            .zip(w)
+            .zip(&buf.mask)
+            .for_each(|((g, w), m)| *g = -a * w * *g - b * w * w * m),
+        Some(c) => {
+            let lr_d = lr * c.lr_scale;
+            buf.g
+                .par_iter_mut()
+                .zip(w)
+                .zip(&buf.mask)
+                .zip(c.delta.par_iter_mut().zip(c.m1.par_iter_mut().zip(c.m2.par_iter_mut())))
+                .for_each(|(((g, w), m), (dl, (m1, m2)))| {
+                    let eh = *g;
+                    let gd = -a * m * eh;
+                    *m1 = BETA1 * *m1 + (1.0 - BETA1) * gd;
+                    *m2 = BETA2 * *m2 + (1.0 - BETA2) * gd * gd;
+                    let dnew = *dl - lr_d * (*m1 / c1) / ((*m2 / c2).sqrt() + EPS);
+                    *g = -a * (w + *dl) * eh - b * w * w * m;
+                    *dl = dnew;
+                });
+        }
+    }
+    // Back through the convex combination and the softmax, then Adam.
     let m = ml.nm.m;
-    let cands = &ml.cands;
+    let n = ml.nm.n;
+    let kt = kappa / tau;
+    // Kept columns of each candidate, `[K, N]`.
+    let kept: Vec<usize> = ml
+        .cands
+        .iter()
+        .flat_map(|c| (0..m).filter(move |j| c >> j & 1 == 1))
+        .collect();
     let gm = &buf.g;
     let p = &buf.p;
     ml.logits
@@ -374,13 +436,13 @@ pub fn step(
                 let gcols = &gm[i * d + c * m..i * d + (c + 1) * m];
                 let g0 = (i * per_row + c) * k;
                 let pg = &p[g0..g0 + k];
-                for (kk, cand) in cands.iter().enumerate() {
-                    dp[kk] = (0..m).filter(|j| cand >> j & 1 == 1).map(|j| gcols[j]).sum();
+                for (kk, d) in dp.iter_mut().enumerate() {
+                    *d = kept[kk * n..(kk + 1) * n].iter().map(|&j| gcols[j]).sum();
                 }
                 let mean: f32 = pg.iter().zip(&dp).map(|(a, b)| a * b).sum();
                 let off = c * k;
                 for kk in 0..k {
-                    let grad = kappa / tau * pg[kk] * (dp[kk] - mean);
+                    let grad = kt * pg[kk] * (dp[kk] - mean);
                     let j = off + kk;
                     m1[j] = BETA1 * m1[j] + (1.0 - BETA1) * grad;
                     m2[j] = BETA2 * m2[j] + (1.0 - BETA2) * grad * grad;

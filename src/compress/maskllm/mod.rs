@@ -98,6 +98,10 @@ pub struct Spec {
     /// Apply SparseGPT's OBS update for the learned mask (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconstruct: Option<bool>,
+    /// Learn the mask together with a correction of the kept weights, so that it is chosen
+    /// for compensated weights (default: as `reconstruct`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensate: Option<bool>,
     /// SparseGPT's dampening for the `sparsegpt` prior and `reconstruct` (default 0.01).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dampening: Option<f64>,
@@ -119,6 +123,7 @@ pub struct Params {
     pub prior: Prior,
     pub prior_strength: f32,
     pub reconstruct: bool,
+    pub compensate: bool,
     pub dampening: f32,
     pub seed: u64,
 }
@@ -219,6 +224,9 @@ impl MethodSpec for Spec {
             prior,
             prior_strength,
             reconstruct: self.reconstruct.unwrap_or(false),
+            compensate: self
+                .compensate
+                .unwrap_or(self.reconstruct.unwrap_or(false)),
             dampening: ctx.dampening(self.dampening)?,
             seed: self.seed.unwrap_or(0),
         })
@@ -294,6 +302,9 @@ impl Compressor for Params {
             self.prior_strength,
             linear_seed(self.seed, &input.id),
         );
+        if self.compensate {
+            ml = ml.with_compensation(&w.data);
+        }
         let norms = math::Norms::of(&w.data, &h.data, d);
         let mut buf = math::Buffers::new(&ml, d);
         let seed = linear_seed(self.seed ^ 0x5eed, &input.id);
@@ -380,6 +391,7 @@ mod tests {
             prior,
             prior_strength: 3.0,
             reconstruct,
+            compensate: false,
             dampening: 0.01,
             seed: 0,
         }
@@ -428,6 +440,13 @@ mod tests {
         let rel = crate::compress::sparsegpt::tests::rel_err;
         let (r_rec, r_l) = (rel(&w, &rec.weight, &x, t), rel(&w, &learned.weight, &x, t));
         assert!(r_rec < r_l, "reconstructed {r_rec} vs mask only {r_l}");
+        // Exactly SparseGPT's fixed-mask OBS sweep of the weights as read.
+        let fac = inverse_factor(&f.stats.hessian(crate::model::TapPoint::AttnIn).unwrap(), 0.01)
+            .unwrap();
+        let mut direct = w.data.clone();
+        let mask = mask_of(&learned.weight);
+        sparsegpt_sweep(&mut direct, d, &fac.u, 128, MaskRule::Given(&mask));
+        assert_eq!(rec.weight.data, direct);
         // Deterministic.
         assert_eq!(run(&params(Prior::Sparsegpt, false), &f).linear.weight, learned.weight);
     }
