@@ -2,7 +2,7 @@
 # Masks that learn and regrow (DSnoT, MaskLLM) against the one-shot pruners, one `pare compare`
 # table per model:
 #   2:4  magnitude, Wanda, SparseGPT, Wanda+DSnoT, SparseGPT+DSnoT, MaskLLM (prior SparseGPT)
-#        without and with the OBS reconstruction;
+#        without and with the OBS reconstruction, and with it learned for compensated weights;
 #   70%  Wanda, Wanda+DSnoT.
 # stories260k uses llm-compressor's calibration ids and evaluation protocol (reference.json);
 # tiny-llama 128 × 512 calibration from the TinyStories train head, KLD on the eval text.
@@ -14,7 +14,7 @@ OUT="${OUT:-/tmp/pare-masks}"
 PARE="${PARE:-${CARGO_TARGET_DIR:-target}/debug/pare}"
 cargo build --quiet
 RECIPES=(magnitude-2of4 wanda-2of4 sparsegpt-2of4 wanda-2of4-dsnot sparsegpt-2of4-dsnot
-  maskllm-2of4 maskllm-2of4-rec wanda-70 wanda-70-dsnot)
+  maskllm-2of4 maskllm-2of4-rec maskllm-2of4-comp wanda-70 wanda-70-dsnot)
 for model in stories260k tiny-llama; do
   args=()
   for r in "${RECIPES[@]}"; do args+=(--recipe "benches/$model/$r.yaml"); done
