@@ -35,6 +35,8 @@
 use rayon::prelude::*;
 
 use crate::compress::NofM;
+use crate::compress::kit::obs::times_hessian;
+use crate::error::{PareError, Result};
 
 /// DSnoT's knobs (ALGORITHMS.md §5 defaults: 50, 0.1, 1, sign rule off for unstructured).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,17 +48,62 @@ pub struct Cycle {
     pub gamma: f64,
     /// Stop a row when a swap would flip the sign of `ε` (always on for N:M).
     pub same_sign: bool,
-    /// pare's guard: with `Some(L)` (tokens per calibration sequence), a swap is made only if
-    /// it lowers the row's expected squared output error per token under a diagonal
-    /// covariance, `Σ_j Δw_j² σ²_j + (ε / L)²`; otherwise that candidate pair is passed over.
-    pub guard: Option<f64>,
+    /// pare's guard on each swap (the candidate pair is passed over when it fails).
+    pub guard: Guard,
 }
 
-/// Change of `Σ_j Δw_j² σ²_j + (ε/L)²` when `q` (value `wq`, variance `vq`) is pruned and `r`
-/// (original value `wr`, variance `vr`) regrown, taking `ε` to `after`.
-fn guard_delta(l: f64, eps: f64, after: f64, (wq, vq): (f32, f32), (wr, vr): (f32, f32)) -> f64 {
-    (wq as f64).powi(2) * vq as f64 - (wr as f64).powi(2) * vr as f64
-        + (after * after - eps * eps) / (l * l)
+/// pare's acceptance test of a swap, on top of the reference's rules.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Guard {
+    /// The reference's rules only.
+    None,
+    /// The swap must lower `Σ_j Δw_j² σ²_j + (ε / L)²`, the row's expected squared output error
+    /// per token under a diagonal covariance (`L` tokens per calibration sequence).
+    Variance(f64),
+    /// The swap must lower the row's exact layer error `Δw H Δwᵀ` (`Columns::hessian`).
+    Hessian,
+}
+
+/// A row's guard state: for [`Guard::Hessian`], `H·Δw` of the row, kept up to date.
+enum RowGuard<'a> {
+    None,
+    Variance(f64),
+    Hessian { h: &'a [f32], hd: &'a mut [f32] },
+}
+
+impl RowGuard<'_> {
+    /// Whether pruning `q` (current value `wq`) and regrowing `r` (original value `wr`), which
+    /// takes `ε` to `after`, lowers the guarded error.
+    #[allow(clippy::too_many_arguments)]
+    fn accepts(&self, var: &[f32], eps: f64, after: f64, q: usize, wq: f32, r: usize, wr: f32) -> bool {
+        let (wq, wr) = (wq as f64, wr as f64);
+        match self {
+            RowGuard::None => true,
+            RowGuard::Variance(l) => {
+                wq * wq * var[q] as f64 - wr * wr * var[r] as f64
+                    + (after * after - eps * eps) / (l * l)
+                    < 0.0
+            }
+            RowGuard::Hessian { h, hd } => {
+                let d = hd.len();
+                let (hqq, hrr, hqr) = (h[q * d + q] as f64, h[r * d + r] as f64, h[q * d + r] as f64);
+                2.0 * (wq * hd[q] as f64 - wr * hd[r] as f64) + wq * wq * hqq + wr * wr * hrr
+                    - 2.0 * wq * wr * hqr
+                    < 0.0
+            }
+        }
+    }
+
+    /// Records the swap: `Δw_q += wq`, `Δw_r −= wr`.
+    fn commit(&mut self, q: usize, wq: f32, r: usize, wr: f32) {
+        if let RowGuard::Hessian { h, hd } = self {
+            let d = hd.len();
+            let (hq, hr) = (&h[q * d..(q + 1) * d], &h[r * d..(r + 1) * d]);
+            for ((o, a), b) in hd.iter_mut().zip(hq).zip(hr) {
+                *o += wq * a - wr * b;
+            }
+        }
+    }
 }
 
 /// Per-column input statistics DSnoT reads, each `cols` long.
@@ -67,6 +114,8 @@ pub struct Columns<'a> {
     pub var: &'a [f32],
     /// Wanda's `‖X_j‖₂` (up to a constant), the score of the prune order.
     pub norms: &'a [f32],
+    /// The layer Hessian `[cols, cols]`, for [`Guard::Hessian`].
+    pub hessian: Option<&'a [f32]>,
 }
 
 /// What one row did.
@@ -88,9 +137,9 @@ pub fn refine(
     stats: &Columns<'_>,
     pattern: Option<NofM>,
     cycle: Cycle,
-) -> Vec<RowOutcome> {
+) -> Result<Vec<RowOutcome>> {
     if cols == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let vmax = stats.var.iter().fold(0f32, |a, v| a.max(*v)) as f64;
     let floor = if vmax > 0.0 { vmax * 1e-12 } else { 1.0 };
@@ -99,13 +148,42 @@ pub fn refine(
         .iter()
         .map(|v| (*v as f64).max(floor).powf(-cycle.gamma))
         .collect();
-    w.par_chunks_mut(cols)
+    // H·Δw for every row, Δw = w⁰ − w, with the Hessian guard (one GEMM).
+    let h = match (cycle.guard, stats.hessian) {
+        (Guard::Hessian, Some(h)) if h.len() == cols * cols => Some(h),
+        (Guard::Hessian, _) => {
+            return Err(PareError::Internal(format!(
+                "DSnoT's Hessian guard needs a {cols} × {cols} Hessian"
+            )));
+        }
+        _ => None,
+    };
+    let mut hd = Vec::new();
+    if let Some(h) = h {
+        let dw: Vec<f32> = orig.iter().zip(w.iter()).map(|(o, v)| o - v).collect();
+        hd = vec![0f32; dw.len()];
+        times_hessian(&dw, h, cols, &mut hd);
+    }
+    let mut hd_rows: Vec<Option<&mut [f32]>> = match h {
+        Some(_) => hd.chunks_mut(cols).map(Some).collect(),
+        None => (0..w.len() / cols).map(|_| None).collect(),
+    };
+    Ok(w
+        .par_chunks_mut(cols)
         .zip(orig.par_chunks(cols))
-        .map(|(row, o)| match pattern {
-            None => refine_row(row, o, stats, &inv_var, cycle),
-            Some(nm) => refine_row_n_of_m(row, o, stats, &inv_var, nm, cycle),
+        .zip(hd_rows.par_iter_mut())
+        .map(|((row, o), hdr)| {
+            let guard = match (cycle.guard, h, hdr.take()) {
+                (Guard::Hessian, Some(h), Some(hd)) => RowGuard::Hessian { h, hd },
+                (Guard::Variance(l), _, _) => RowGuard::Variance(l),
+                _ => RowGuard::None,
+            };
+            match pattern {
+                None => refine_row(row, o, stats, &inv_var, cycle, guard),
+                Some(nm) => refine_row_n_of_m(row, o, stats, &inv_var, nm, cycle, guard),
+            }
         })
-        .collect()
+        .collect::<Vec<_>>())
 }
 
 fn error_of(row: &[f32], orig: &[f32], mean: &[f32]) -> f64 {
@@ -145,6 +223,7 @@ fn refine_row(
     st: &Columns<'_>,
     inv_var: &[f64],
     cy: Cycle,
+    mut guard: RowGuard<'_>,
 ) -> RowOutcome {
     let mut eps = error_of(row, orig, st.mean);
     let before = eps.abs();
@@ -182,12 +261,10 @@ fn refine_row(
         if after.abs() >= eps.abs() || (cy.same_sign && sign(after) != sign0) {
             break;
         }
-        if let Some(l) = cy.guard {
-            let pq = (row[q.0], st.var[q.0]);
-            if guard_delta(l, eps, after, pq, (orig[r.0], st.var[r.0])) >= 0.0 {
-                continue;
-            }
+        if !guard.accepts(st.var, eps, after, q.0, row[q.0], r.0, orig[r.0]) {
+            continue;
         }
+        guard.commit(q.0, row[q.0], r.0, orig[r.0]);
         row[q.0] = 0.0;
         row[r.0] = orig[r.0];
         eps = after;
@@ -207,6 +284,7 @@ fn refine_row_n_of_m(
     inv_var: &[f64],
     nm: NofM,
     cy: Cycle,
+    mut guard: RowGuard<'_>,
 ) -> RowOutcome {
     let mut eps = error_of(row, orig, st.mean);
     let before = eps.abs();
@@ -247,12 +325,10 @@ fn refine_row_n_of_m(
         if after.abs() >= eps.abs() {
             continue;
         }
-        if let Some(l) = cy.guard {
-            let pq = (row[q], st.var[q]);
-            if guard_delta(l, eps, after, pq, (orig[r.0], st.var[r.0])) >= 0.0 {
-                continue;
-            }
+        if !guard.accepts(st.var, eps, after, q, row[q], r.0, orig[r.0]) {
+            continue;
         }
+        guard.commit(q, row[q], r.0, orig[r.0]);
         row[q] = 0.0;
         prunable[q] = false;
         row[r.0] = orig[r.0];
@@ -270,12 +346,23 @@ fn refine_row_n_of_m(
 mod tests {
     use super::*;
 
+    fn refine_t(
+        w: &mut [f32],
+        orig: &[f32],
+        cols: usize,
+        stats: &Columns<'_>,
+        pattern: Option<NofM>,
+        cycle: Cycle,
+    ) -> Vec<RowOutcome> {
+        refine(w, orig, cols, stats, pattern, cycle).unwrap_or_default()
+    }
+
     const CY: Cycle = Cycle {
         max_cycles: 50,
         threshold: 0.1,
         gamma: 1.0,
         same_sign: false,
-        guard: None,
+        guard: Guard::None,
     };
 
     #[test]
@@ -295,8 +382,9 @@ mod tests {
             mean: &[1.0; 6],
             var: &[1.0, 1.0, 1.0, 4.0, 1.0, 1.0],
             norms: &[1.0; 6],
+            hessian: None,
         };
-        let out = refine(&mut w, &orig, 6, &cols, None, CY);
+        let out = refine_t(&mut w, &orig, 6, &cols, None, CY);
         assert_eq!(w, [2.0, 0.0, 0.5, 3.0, 0.0, 0.0]);
         assert_eq!(out[0].swaps, 3);
         assert!((out[0].before - 5.5).abs() < 1e-12);
@@ -313,12 +401,13 @@ mod tests {
             mean: &[1.0; 6],
             var: &[1.0, 1.0, 1.0, 4.0, 1.0, 1.0],
             norms: &[1.0; 6],
+            hessian: None,
         };
         let cy = Cycle {
             same_sign: true,
             ..CY
         };
-        let out = refine(&mut w, &orig, 6, &cols, None, cy);
+        let out = refine_t(&mut w, &orig, 6, &cols, None, cy);
         assert_eq!(w, [2.0, -1.0, 0.0, 0.0, 1.5, 0.0]);
         assert_eq!(out[0].swaps, 1);
     }
@@ -330,7 +419,7 @@ mod tests {
         // 1·100 − 4·1 + (1 − 4)/1² = 93 > 0: passed over; with σ²₁ = 1 it is −6: made.
         let orig = [2.0f32, -1.0];
         let cy = Cycle {
-            guard: Some(1.0),
+            guard: Guard::Variance(1.0),
             ..CY
         };
         for (v1, want) in [(100.0f32, [0.0f32, -1.0]), (1.0, [2.0, 0.0])] {
@@ -340,11 +429,12 @@ mod tests {
                 mean: &[1.0; 2],
                 var: &var,
                 norms: &[1.0; 2],
+                hessian: None,
             };
-            refine(&mut w, &orig, 2, &cols, None, cy);
+            refine_t(&mut w, &orig, 2, &cols, None, cy);
             assert_eq!(w, want, "σ²₁ = {v1}");
             let mut w = [0.0f32, -1.0];
-            refine(&mut w, &orig, 2, &cols, None, CY);
+            refine_t(&mut w, &orig, 2, &cols, None, CY);
             assert_eq!(w, [2.0, 0.0], "without the guard");
         }
     }
@@ -357,8 +447,9 @@ mod tests {
             mean: &[1.0; 2],
             var: &[1.0; 2],
             norms: &[1.0; 2],
+            hessian: None,
         };
-        let out = refine(&mut w, &orig, 2, &cols, None, CY);
+        let out = refine_t(&mut w, &orig, 2, &cols, None, CY);
         assert_eq!(w, [0.0, 1.0]);
         assert_eq!(out[0].swaps, 0);
     }
@@ -376,10 +467,11 @@ mod tests {
             mean: &[1.0; 8],
             var: &[1.0; 8],
             norms: &[1.0; 8],
+            hessian: None,
         };
         let nm = NofM { n: 2, m: 4 };
         let mut w = w0;
-        let out = refine(&mut w, &orig, 8, &cols, Some(nm), CY);
+        let out = refine_t(&mut w, &orig, 8, &cols, Some(nm), CY);
         assert_eq!(w, [3.0, 0.5, 0.0, 0.0, 0.0, 0.0, 2.0, 4.0]);
         assert_eq!(out[0].swaps, 2);
         assert!((out[0].after - 1.7).abs() < 1e-6, "{out:?}");
@@ -388,7 +480,7 @@ mod tests {
         }
         // Two cycles: the first swap, then the passed-over candidate.
         let mut w = w0;
-        let out = refine(&mut w, &orig, 8, &cols, Some(nm), Cycle { max_cycles: 2, ..CY });
+        let out = refine_t(&mut w, &orig, 8, &cols, Some(nm), Cycle { max_cycles: 2, ..CY });
         assert_eq!(w, [3.0, 0.0, 0.0, -0.2, 0.0, 0.0, 2.0, 4.0]);
         assert_eq!(out[0].swaps, 1);
     }
@@ -403,8 +495,9 @@ mod tests {
             mean: &[1.0, 0.0, 1.0, 1.0],
             var: &[1.0, 0.0, 0.0, 1.0],
             norms: &[1.0, 0.0, 1.0, 1.0],
+            hessian: None,
         };
-        let out = refine(&mut w, &orig, 4, &cols, None, CY);
+        let out = refine_t(&mut w, &orig, 4, &cols, None, CY);
         assert!(w.iter().all(|v| v.is_finite()));
         // ε = 2: regrow column 2 (c 2), prune the one negative kept weight (col 3): ε = −1.
         assert_eq!(w, [1.0, 0.0, 2.0, 0.0]);

@@ -188,6 +188,18 @@ fn inverse_factor_timed(h: &Matrix, dampening: f32) -> Result<InverseFactor> {
     Err(PareError::Numerical("Cholesky failed".into()))
 }
 
+/// `out = A · H` for row-major `a` `[rows, d]` and symmetric row-major `h` `[d, d]`.
+pub fn times_hessian(a: &[f32], h: &[f32], d: usize, out: &mut [f32]) {
+    let rows = if d == 0 { 0 } else { a.len() / d };
+    if rows == 0 {
+        return;
+    }
+    let dst = MatMut::from_column_major_slice_mut(out, d, rows).transpose_mut();
+    let lhs = MatRef::from_row_major_slice(a, rows, d);
+    let rhs = MatRef::from_row_major_slice(h, d, d);
+    faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::rayon(0));
+}
+
 /// `W[:, b:] −= E · U[a:b, b:]` for row-major `w` (`d` columns), `e` row-major `[rows, b − a]`,
 /// `u` row-major `d × d`. The lazy-batch update shared by SparseGPT and GPTQ.
 pub fn update_tail(w: &mut [f32], d: usize, e: &[f32], u: &[f32], a: usize, b: usize) {

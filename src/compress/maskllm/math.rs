@@ -12,12 +12,12 @@
 //! `λ_t · ‖W ⊙ M̃‖² / ‖W‖²`. Both are multiplied by the number of groups, so a logit's gradient
 //! does not shrink with the layer's size (Adam's ε then stays negligible, as in the reference).
 
-use faer::{Accum, MatMut, MatRef, Par};
 use rand::{RngExt, SeedableRng, rngs::SmallRng};
 use rand_distr::{Exp1, StandardNormal};
 use rayon::prelude::*;
 
 use crate::compress::NofM;
+use crate::compress::kit::obs::times_hessian;
 
 /// The candidate masks of a group of `M` for N:M, as bitmasks (bit `j` set = column `j` kept),
 /// in the reference's order: kept positions in lexicographic order (`2:4`: `1100, 1010, 1001,
@@ -225,18 +225,6 @@ impl MaskLogits {
         }
         mask
     }
-}
-
-/// `out = A · H` for row-major `a` `[rows, d]` and symmetric row-major `h` `[d, d]`.
-pub fn times_hessian(a: &[f32], h: &[f32], d: usize, out: &mut [f32]) {
-    let rows = if d == 0 { 0 } else { a.len() / d };
-    if rows == 0 {
-        return;
-    }
-    let dst = MatMut::from_column_major_slice_mut(out, d, rows).transpose_mut();
-    let lhs = MatRef::from_row_major_slice(a, rows, d);
-    let rhs = MatRef::from_row_major_slice(h, d, d);
-    faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::rayon(0));
 }
 
 /// `tr(A H Aᵀ)` in f64 for row-major `a` `[rows, d]`, given `ah = A·H`.
