@@ -4,7 +4,8 @@
 # the baselines, and MaskLLM at 100, 500 and 2000 iterations to show how its time grows (each
 # iteration is one [rows, d] × [d, d] GEMM plus the Gumbel-softmax per linear).
 #
-#   benches/masks_speed.sh           # about 25 minutes on 2 cores, most of it MaskLLM at 2000
+#   benches/masks_speed.sh           # about 40 minutes on 2 cores, most of it MaskLLM at 2000
+#   ITERS="100 2000" benches/masks_speed.sh   # the run in the README (about 25 minutes)
 #   ITERS="100 500" benches/masks_speed.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
