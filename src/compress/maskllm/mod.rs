@@ -276,6 +276,15 @@ impl Compressor for Params {
         let w = input.original;
         let (rows, d) = (w.rows, w.cols);
         let mut notes = Vec::new();
+        // SparseGPT's inverse factor, computed once for the prior and the reconstruction.
+        let cell = std::cell::OnceCell::new();
+        let factor = || -> Result<&crate::compress::kit::obs::InverseFactor> {
+            if let Some(f) = cell.get() {
+                return Ok(f);
+            }
+            let f = inverse_factor(h, self.dampening)?;
+            Ok(cell.get_or_init(|| f))
+        };
         // The prior mask, `true` = pruned.
         let prior: Option<Vec<bool>> = match self.prior {
             Prior::None => None,
@@ -290,8 +299,7 @@ impl Compressor for Params {
                 Some(c.iter().map(|v| *v == 0.0).collect())
             }
             Prior::Sparsegpt => {
-                let f = inverse_factor(h, self.dampening)?;
-                notes.extend(f.warnings.iter().cloned());
+                let f = factor()?;
                 let mut c = w.data.clone();
                 for &j in &f.dead {
                     for r in 0..rows {
@@ -349,10 +357,7 @@ impl Compressor for Params {
         let mask = ml.hard_mask(d, tail.as_deref());
         let mut out = w.clone();
         if self.reconstruct {
-            let f = inverse_factor(h, self.dampening)?;
-            if self.prior != Prior::Sparsegpt {
-                notes.extend(f.warnings.iter().cloned());
-            }
+            let f = factor()?;
             let mut mask = mask;
             for &j in &f.dead {
                 for r in 0..rows {
@@ -373,6 +378,9 @@ impl Compressor for Params {
                     *v = 0.0;
                 }
             }
+        }
+        if let Some(f) = cell.get() {
+            notes.extend(f.warnings.iter().cloned());
         }
         Ok(LinearOutput::new(CompressedLinear::pruned(out)).with_notes(notes))
     }
