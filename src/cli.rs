@@ -67,6 +67,9 @@ pub enum Command {
     /// Convert a checkpoint (one pare wrote, or any supported Hugging Face checkpoint) to
     /// another format; today GGUF for llama.cpp.
     Export(ExportArgs),
+    /// The streamed gradient pass (GBLM): per-weight sqrt(Σ_n (α·∂L_n/∂W)²) of the dense model
+    /// over a recipe's calibration, written as a reusable artefact (`gblm: { gradients: FILE }`).
+    Gradients(GradientsArgs),
     /// Benchmarks that report ratios measured in one run.
     Bench {
         #[command(subcommand)]
@@ -90,6 +93,31 @@ pub struct ExportArgs {
     /// Output file (default: `<model>/model-<type>.gguf`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GradientsArgs {
+    /// Input model directory (the dense model).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Recipe whose `calibration:` block the pass runs over.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// Output file (safetensors, F32 `[out, in]` per linear); not inside the model folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Gradient scale α (the reference's `--scale`).
+    #[arg(long, default_value_t = 100.0)]
+    pub alpha: f32,
+    /// Override the recipe's calibration sample count.
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Override the recipe's calibration sequence length.
+    #[arg(long)]
+    pub seq_len: Option<usize>,
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
@@ -195,6 +223,18 @@ pub enum BenchCommand {
         #[arg(long)]
         samples: Option<usize>,
         /// Override the recipes' calibration sequence length.
+        #[arg(long)]
+        seq_len: Option<usize>,
+    },
+    /// The streamed gradient pass's time over one plain forward of the same calibration.
+    Gradients {
+        #[arg(long)]
+        model: PathBuf,
+        /// Recipe whose `calibration:` block is used.
+        #[arg(long)]
+        recipe: PathBuf,
+        #[arg(long)]
+        samples: Option<usize>,
         #[arg(long)]
         seq_len: Option<usize>,
     },

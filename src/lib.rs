@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod gguf;
+pub mod gradients;
 pub mod id;
 pub mod inspect;
 pub mod interrupt;

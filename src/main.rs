@@ -171,6 +171,38 @@ fn run(cli: Cli) -> Result<String> {
                 out = pare::compress::formats::formats_table()
             }
         }
+        Command::Gradients(a) => {
+            pare::interrupt::install();
+            let req = commands::gradients::GradientsRequest {
+                model: a.model,
+                recipe: a.recipe,
+                out: a.out,
+                alpha: a.alpha,
+                force: a.force,
+                samples: a.samples,
+                seq_len: a.seq_len,
+            };
+            let r = commands::gradients::run(&req, &device()?, &progress)?;
+            if cli.json {
+                out = json(&r)?
+            } else if cli.quiet {
+                let _ = writeln!(out, "{}", r.file.display());
+            } else {
+                let _ = writeln!(
+                    out,
+                    "gradients of {} sequences x {} tokens (alpha {}, mean loss {:.4}) in {:.1} s\n{}",
+                    r.sequences,
+                    r.seq_len,
+                    r.alpha,
+                    r.mean_loss,
+                    r.seconds,
+                    r.file.display()
+                );
+                for n in &r.notes {
+                    let _ = writeln!(out, "note: {n}");
+                }
+            }
+        }
         Command::Export(a) => {
             pare::interrupt::install();
             let r = commands::export::run(&a.model, &a.to, &a.ty, a.out.as_deref(), a.force)?;
@@ -287,6 +319,38 @@ fn run(cli: Cli) -> Result<String> {
                         r.gemm_gflops, r.burn_gemm_gflops
                     );
                     let _ = writeln!(out, "ratio            {:.3}", r.ratio);
+                    let _ = writeln!(
+                        out,
+                        "peak RSS         {:.1} MiB",
+                        r.peak_rss_bytes as f64 / 1048576.0
+                    );
+                }
+            }
+            BenchCommand::Gradients {
+                model,
+                recipe,
+                samples,
+                seq_len,
+            } => {
+                let r = commands::gradients::bench(
+                    &model,
+                    &recipe,
+                    samples,
+                    seq_len,
+                    &device()?,
+                    &progress,
+                )?;
+                if cli.json {
+                    out = json(&r)?
+                } else {
+                    let _ = writeln!(out, "model            {}", r.model);
+                    let _ = writeln!(out, "calibration      {} x {}", r.samples, r.seq_len);
+                    let _ = writeln!(out, "forward          {:.3} s", r.forward_seconds);
+                    let _ = writeln!(
+                        out,
+                        "gradient pass    {:.3} s = {:.2}x the forward (mean loss {:.4})",
+                        r.gradient_seconds, r.ratio_to_forward, r.mean_loss
+                    );
                     let _ = writeln!(
                         out,
                         "peak RSS         {:.1} MiB",

@@ -44,6 +44,10 @@ pub struct Allocation {
     /// What each profile measured (e.g. OWL's outlier ratio and sparsity per block).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<serde_json::Value>,
+    /// The gradient artefact of each step that scores with one (GBLM), by step index, opened
+    /// and checked against the model by the pre-pass.
+    #[serde(skip)]
+    pub gradients: BTreeMap<usize, std::sync::Arc<crate::gradients::GradientFile>>,
 }
 
 impl Allocation {

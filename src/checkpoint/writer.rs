@@ -165,11 +165,11 @@ fn canonical_target(path: &Path) -> Option<PathBuf> {
 }
 
 /// Header entry of one tensor: name, dtype, shape, byte length, offset in the shard's data file.
-type Slot = (String, Dtype, Vec<usize>, usize, u64);
+pub(crate) type Slot = (String, Dtype, Vec<usize>, usize, u64);
 
 /// The safetensors header (JSON, space-padded to at least `min_len` and so that the data starts
 /// at a multiple of 8) for tensors laid out in the order given.
-fn header(
+pub(crate) fn header(
     tensors: &[Slot],
     metadata: Option<&BTreeMap<String, String>>,
     min_len: usize,

@@ -65,7 +65,7 @@ pub fn run_with(
     if let Some(n) = &context {
         progress.warn(n);
     }
-    let allocation = crate::pipeline::allocate(runner, plan, progress)?;
+    let allocation = crate::pipeline::allocate(runner, plan, out, progress)?;
     let outcome = compress(
         runner,
         plan,

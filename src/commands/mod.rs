@@ -5,6 +5,7 @@ pub mod compare;
 pub mod compress;
 pub mod eval;
 pub mod export;
+pub mod gradients;
 
 use crate::report::Provenance;
 

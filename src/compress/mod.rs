@@ -71,6 +71,21 @@ pub trait Compressor {
     fn scheme(&self) -> Option<QuantScheme> {
         None
     }
+    /// The gradient artefact this method scores with (GBLM); the pre-pass computes or opens it
+    /// and the block loop hands each linear its slice ([`LinearInput::gradients`]).
+    fn gradients(&self) -> Option<GradientSource> {
+        None
+    }
+}
+
+/// Where a step's gradient artefact ([`crate::gradients`]) comes from.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradientSource {
+    /// Computed by the streamed gradient pass over the recipe's calibration, scale `alpha`.
+    Pass { alpha: f32 },
+    /// Read from a file `pare gradients` wrote.
+    File(std::path::PathBuf),
 }
 
 /// Serialises an optional N:M pattern as `"unstructured"` or `"N:M"`.
@@ -97,6 +112,7 @@ pub fn scheme_fields<S: Serializer>(q: &QuantScheme, s: S) -> std::result::Resul
 crate::registry! {
     Magnitude => magnitude,
     Wanda => wanda,
+    Gblm => gblm,
     SparseGpt => sparsegpt,
     Dsnot => dsnot,
     MaskLlm => maskllm,

@@ -16,6 +16,8 @@ pub struct Fixture {
     pub current: CompressedLinear,
     pub stats: Stats,
     pub settings: LinearSettings,
+    /// The linear's gradient magnitudes (GBLM), `[out, in]`.
+    pub gradients: Option<Vec<f32>>,
 }
 
 impl Fixture {
@@ -28,6 +30,7 @@ impl Fixture {
             point: TapPoint::AttnIn,
             settings: &self.settings,
             scale_dtype: ScaleDtype::F32,
+            gradients: self.gradients.as_deref(),
         }
     }
 }
@@ -39,6 +42,7 @@ pub fn fixture(w: &Matrix) -> Fixture {
         current: CompressedLinear::dense(w.clone()),
         stats: Stats::default(),
         settings: LinearSettings::default(),
+        gradients: None,
     }
 }
 

@@ -173,6 +173,9 @@ pub struct LinearInput<'a> {
     pub settings: &'a LinearSettings,
     /// The dtype quantisation scales are stored in.
     pub scale_dtype: ScaleDtype,
+    /// This linear's slice of the gradient artefact (`[out, in]` row-major), for a step whose
+    /// method asks for one ([`crate::compress::Compressor::gradients`]).
+    pub gradients: Option<&'a [f32]>,
 }
 
 impl LinearInput<'_> {
@@ -202,6 +205,23 @@ impl LinearInput<'_> {
         check_width(h.rows, self.current.weight.cols, "Hessian")?;
         check_width(h.cols, self.current.weight.cols, "Hessian")?;
         Ok(h)
+    }
+
+    /// The gradient magnitudes `G` of this linear (GBLM), checked against the weight's size.
+    pub fn gradients(&self) -> Result<&[f32]> {
+        let w = &self.current.weight;
+        match self.gradients {
+            Some(g) if g.len() == w.rows * w.cols => Ok(g),
+            Some(g) => Err(crate::error::PareError::Internal(format!(
+                "the gradient artefact holds {} values for a [{}, {}] weight",
+                g.len(),
+                w.rows,
+                w.cols
+            ))),
+            None => Err(crate::error::PareError::Internal(
+                "no gradient artefact was loaded for this step".into(),
+            )),
+        }
     }
 
     /// The sparsity to prune to: the allocation's, else the step's.

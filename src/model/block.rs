@@ -77,7 +77,7 @@ impl DecoderBlock {
     }
 
     /// The fused linear holding `role` and the rows `offset..offset + rows` that are `role`'s.
-    fn locate(&mut self, role: LinearRole) -> Result<(&mut Linear, usize, usize)> {
+    pub(super) fn locate(&mut self, role: LinearRole) -> Result<(&mut Linear, usize, usize)> {
         let (qo, kvo) = self.attn.q_k_widths();
         fn part(mlp: &mut Mlp, p: MlpPart) -> (&mut Linear, usize, usize) {
             let f = mlp.ffn;

@@ -4,6 +4,7 @@
 
 mod attention;
 mod block;
+pub mod grad;
 mod mlp;
 mod moe;
 pub mod rope;
@@ -49,9 +50,10 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 }
 
 /// True when `device` keeps tensors in host memory, where the forward runs pare's CPU kernels
-/// ([`crate::kernels`]) on the tensors' buffers instead of burn's ops.
+/// ([`crate::kernels`]) on the tensors' buffers instead of burn's ops. Not for the autodiff
+/// form of the host device (burn's `==` does not tell it apart), which must record burn's ops.
 pub fn on_host(device: &Device) -> bool {
-    *device == Device::flex()
+    *device == Device::flex() && !device.is_autodiff()
 }
 
 /// A tensor created from a host vector, `shape` elements (no copy on the host device).

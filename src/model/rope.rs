@@ -89,6 +89,11 @@ impl Rope {
         (&self.cos_host, &self.sin_host)
     }
 
+    /// The device the tables live on.
+    pub fn device(&self) -> Device {
+        self.cos.device()
+    }
+
     /// Longest sequence the tables cover.
     pub fn max_len(&self) -> usize {
         self.cos.dims()[0]

@@ -7,6 +7,7 @@ pub mod runner;
 pub use progress::{Progress, Silent};
 pub use runner::ModelRunner;
 pub mod compress;
+pub mod gradients;
 pub mod lm;
 pub mod profile;
 

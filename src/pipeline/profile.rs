@@ -26,7 +26,16 @@ use crate::stats::{StatSet, StatsTap};
 
 /// Runs the pre-passes the plan's steps ask for and returns the allocation (empty when none
 /// asks).
-pub fn allocate(runner: &ModelRunner, plan: &Plan, progress: &dyn Progress) -> Result<Allocation> {
+///
+/// Steps that score with gradients (GBLM) get their artefact here too
+/// ([`super::gradients::open_for_plan`]); a pass computed for this run is written beside `out`
+/// while it runs.
+pub fn allocate(
+    runner: &ModelRunner,
+    plan: &Plan,
+    out: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<Allocation> {
     let mut profilers: Vec<Box<dyn Profiler>> = plan
         .steps
         .iter()
@@ -45,6 +54,8 @@ pub fn allocate(runner: &ModelRunner, plan: &Plan, progress: &dyn Progress) -> R
         )));
     }
     let mut allocation = Allocation::default();
+    allocation.gradients =
+        super::gradients::open_for_plan(runner, plan, out, &mut allocation.profiles, progress)?;
     if profilers.is_empty() {
         return Ok(allocation);
     }

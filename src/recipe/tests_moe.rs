@@ -54,7 +54,7 @@ fn every_registered_method_parses_and_resolves_by_its_name() {
         let j = serde_json::to_value(&last.method).unwrap();
         assert_eq!(j["method"], *name);
     }
-    assert_eq!(crate::compress::METHOD_NAMES.len(), 10);
+    assert_eq!(crate::compress::METHOD_NAMES.len(), 11);
     let (k, m) = recipe_err(parse(&format!("{CAL}steps:\n  - quip: {{ bits: 2 }}\n")));
     assert_eq!(k, "steps[0].quip");
     assert!(m.contains("unknown method `quip`"), "{m}");

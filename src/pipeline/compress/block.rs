@@ -343,6 +343,16 @@ impl<'a> BlockJob<'a> {
                     point: st.point,
                     settings: &settings,
                     scale_dtype: ctx.scale_dtype,
+                    gradients: match ctx.allocation.gradients.get(&si) {
+                        Some(f) => Some(f.linear(orig).ok_or_else(|| {
+                            crate::PareError::Internal(format!(
+                                "{}: no gradient for {orig} in {}",
+                                step.name,
+                                f.path.display()
+                            ))
+                        })?),
+                        None => None,
+                    },
                 };
                 let out = method
                     .compressor()

@@ -1,0 +1,320 @@
+//! Backward through one block, and through the final norm and head, on burn's autodiff device:
+//! the pieces of the streamed gradient pass ([`crate::pipeline::gradients`]).
+//!
+//! Off the host, every layer of the forward is made of burn ops (the host kernels are bypassed:
+//! [`super::on_host`] is false for the autodiff device), so burn records the same forward the
+//! model runs everywhere else and differentiates it. A block is rebuilt on the autodiff device,
+//! its linears' weights become gradient-keeping leaves ([`DecoderBlock::track_linears`]), its
+//! input is a leaf, and the vector-Jacobian product with the gradient arriving from above is the
+//! gradient of the surrogate `Σ y ⊙ g` ([`DecoderBlock::vjp`]).
+//!
+//! MoE blocks: the routing (softmax and top-k) is read back to the host and enters the expert
+//! mixture as constants, so the router gets no gradient and the gradient passed to the block
+//! below lacks the router's path. Expert weights get their gradient given the routing.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
+
+use super::block::{DecoderBlock, Ffn};
+use super::{Ends, Linear, NoTap, RmsNorm, Rope, from_host, to_host};
+use crate::error::{PareError, Result};
+use crate::id::LinearRole;
+use crate::matrix::Matrix;
+
+/// The autodiff form of `device`.
+pub fn autodiff_device(device: &Device) -> Device {
+    device.clone().autodiff()
+}
+
+impl Linear {
+    /// Makes the device weight a leaf that keeps its gradient. Only off the host, on an
+    /// autodiff device.
+    fn track(&mut self) -> Result<()> {
+        match self.on_device.take() {
+            Some((w, b)) if w.is_autodiff() => {
+                self.on_device = Some((w.require_grad(), b));
+                Ok(())
+            }
+            other => {
+                self.on_device = other;
+                Err(PareError::Internal(
+                    "a linear is tracked for gradients only on an autodiff device".into(),
+                ))
+            }
+        }
+    }
+
+    /// The gradient of output features `offset..offset + rows`, `[rows, in]` (Hugging Face's
+    /// orientation; the device keeps `[in, out]`).
+    fn weight_grad(&self, grads: &Gradients, offset: usize, rows: usize) -> Result<Matrix> {
+        let (w, _) = self.on_device.as_ref().ok_or_else(|| {
+            PareError::Internal("weight_grad: the linear has no device weight".into())
+        })?;
+        let g = w.grad(grads).ok_or_else(|| {
+            PareError::Internal("backward left no gradient for a tracked weight".into())
+        })?;
+        let (d_in, d_out) = (self.w.cols, self.w.rows);
+        let t = to_host(g)?;
+        if t.len() != d_in * d_out || offset + rows > d_out {
+            return Err(PareError::Internal(format!(
+                "weight_grad: rows {offset}..{} of a [{d_out}, {d_in}] gradient",
+                offset + rows
+            )));
+        }
+        let mut out = vec![0f32; rows * d_in];
+        for (c, col) in t.chunks_exact(d_out).enumerate() {
+            for r in 0..rows {
+                out[r * d_in + c] = col[offset + r];
+            }
+        }
+        Ok(Matrix::from_vec(rows, d_in, out))
+    }
+}
+
+/// One block's backward for one sequence: the gradient at its input and at each requested
+/// linear's weight.
+pub struct BlockGrads {
+    /// `∂L/∂x`, `[seq, hidden]` row-major.
+    pub input: Vec<f32>,
+    /// `(role, ∂L/∂W)` with `W` `[out, in]`, in the order asked.
+    pub linears: Vec<(LinearRole, Matrix)>,
+}
+
+impl DecoderBlock {
+    /// Makes every linear's weight a gradient-keeping leaf (the block must live on an autodiff
+    /// device).
+    pub fn track_linears(&mut self) -> Result<()> {
+        self.attn.qkv.track()?;
+        self.attn.o.track()?;
+        match &mut self.ffn {
+            Ffn::Dense(m) => {
+                m.gate_up.track()?;
+                m.down.track()?;
+            }
+            Ffn::Moe(moe) => {
+                for m in &mut moe.experts {
+                    m.gate_up.track()?;
+                    m.down.track()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Vector-Jacobian product of the block at input `x` (`[seq, hidden]`, one sequence) with
+    /// the output gradient `g` (same shape): the input's gradient and the weight gradients of
+    /// `roles`. The block must be on an autodiff device with [`Self::track_linears`] applied;
+    /// `rope` must be on the same device.
+    pub fn vjp(
+        &mut self,
+        x: Vec<f32>,
+        g: Vec<f32>,
+        seq: usize,
+        rope: &Rope,
+        roles: &[LinearRole],
+    ) -> Result<BlockGrads> {
+        let device = rope.device();
+        if !device.is_autodiff() {
+            return Err(PareError::Internal(
+                "vjp: the block is not on an autodiff device".into(),
+            ));
+        }
+        let d = x.len() / seq.max(1);
+        if x.len() != seq * d || g.len() != x.len() {
+            return Err(PareError::Internal(format!(
+                "vjp: input of {} and gradient of {} values for {seq} tokens",
+                x.len(),
+                g.len()
+            )));
+        }
+        let xt = from_host(x, [1, seq, d], &device).require_grad();
+        let gt = from_host(g, [1, seq, d], &device);
+        let y = self.forward(xt.clone(), rope, &mut NoTap)?;
+        let surrogate = (y * gt).sum();
+        if !surrogate.is_tracked() {
+            return Err(PareError::Internal(
+                "vjp: the block's output is not tracked by autodiff".into(),
+            ));
+        }
+        let grads = surrogate.backward();
+        let input = xt
+            .grad(&grads)
+            .ok_or_else(|| PareError::Internal("vjp: no gradient at the block input".into()))?;
+        let input = to_host(input.reshape([seq, d]))?;
+        let mut linears = Vec::with_capacity(roles.len());
+        for &role in roles {
+            let (lin, offset, rows) = self.locate(role)?;
+            linears.push((role, lin.weight_grad(&grads, offset, rows)?));
+        }
+        Ok(BlockGrads { input, linears })
+    }
+}
+
+/// The final norm and LM head on the autodiff device, for the loss and its gradient at the last
+/// block's output.
+pub struct HeadLoss {
+    norm: RmsNorm,
+    head: Linear,
+    device: Device,
+}
+
+impl HeadLoss {
+    /// Copies `ends`' norm and head onto `device` (an autodiff device).
+    pub fn new(ends: &Ends, device: &Device) -> Self {
+        Self {
+            norm: RmsNorm::new(ends.norm.host().to_vec(), ends.norm.eps(), device),
+            head: Linear::new(&ends.head.w, ends.head.bias.clone(), device),
+            device: device.clone(),
+        }
+    }
+
+    /// The causal-LM loss of one sequence, mean next-token cross-entropy over positions
+    /// `0..seq−1` (transformers' `labels = input_ids`), and its gradient at the final hidden
+    /// states `h` (`[seq, hidden]`, before the final norm).
+    pub fn loss_and_grad(&self, h: Vec<f32>, ids: &[u32]) -> Result<(f64, Vec<f32>)> {
+        let s = ids.len();
+        if s < 2 || h.len() % s != 0 {
+            return Err(PareError::Internal(format!(
+                "loss_and_grad: {} hidden values for {s} tokens (need at least 2 tokens)",
+                h.len()
+            )));
+        }
+        let d = h.len() / s;
+        let ht = from_host(h, [s, d], &self.device).require_grad();
+        let logits = self.head.forward(self.norm.forward(ht.clone())?)?;
+        let v = logits.dims()[1];
+        let lp = log_softmax(logits.slice([0..s - 1, 0..v]), 1);
+        let lp_tracked = lp.is_tracked();
+        let targets: Vec<i64> = ids[1..].iter().map(|&t| t as i64).collect();
+        let idx = Tensor::<2, Int>::from_data(TensorData::new(targets, [s - 1, 1]), &self.device);
+        let loss = lp.gather(1, idx).sum().neg().div_scalar((s - 1) as f64);
+        if !loss.is_tracked() {
+            return Err(PareError::Internal(format!(
+                "loss_and_grad: the loss is not tracked by autodiff (hidden tracked: {}, logits: {})",
+                ht.is_tracked(),
+                lp_tracked
+            )));
+        }
+        let grads = loss.backward();
+        let value = to_host(loss.detach().reshape([1, 1]))?
+            .first()
+            .copied()
+            .unwrap_or(f32::NAN) as f64;
+        let g = ht
+            .grad(&grads)
+            .ok_or_else(|| PareError::Internal("no gradient at the final hidden states".into()))?;
+        Ok((value, to_host(g)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::{Architecture, BlockWeights};
+    use crate::config::HfConfig;
+    use crate::id::MlpPart;
+
+    fn tiny() -> (Architecture, BlockWeights) {
+        let raw = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 16,
+            "rms_norm_eps": 1e-5, "max_position_embeddings": 16, "tie_word_embeddings": true
+        });
+        let cfg = HfConfig::parse(&raw.to_string(), std::path::Path::new("config.json")).unwrap();
+        let arch = Architecture::new(cfg);
+        let mut k = 0usize;
+        let mut next = || {
+            k += 1;
+            (((k * 7919) % 97) as f32 / 97.0 - 0.5) * 0.6
+        };
+        let linears = arch
+            .linears(0)
+            .into_iter()
+            .map(|s| {
+                let m = Matrix::from_vec(
+                    s.rows,
+                    s.cols,
+                    (0..s.rows * s.cols).map(|_| next()).collect(),
+                );
+                (s, m, None)
+            })
+            .collect();
+        let w = BlockWeights {
+            block: 0,
+            linears,
+            input_norm: (0..8).map(|i| 1.0 + 0.05 * i as f32).collect(),
+            post_norm: (0..8).map(|i| 0.9 + 0.03 * i as f32).collect(),
+            qk_norm: None,
+        };
+        (arch, w)
+    }
+
+    /// `L(x) = Σ block(x) ⊙ g`: the vjp's input gradient and a weight gradient against central
+    /// differences of the host forward (f64 differences of an f32 forward, so loose).
+    #[test]
+    fn vjp_matches_finite_differences() {
+        let (arch, w) = tiny();
+        let host = Device::flex();
+        let ad = autodiff_device(&host);
+        let seq = 5;
+        let d = 8;
+        let x: Vec<f32> = (0..seq * d)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 6.0)
+            .collect();
+        let g: Vec<f32> = (0..seq * d)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let rope_ad = Rope::new(&arch.cfg, seq, &ad);
+        let rope = Rope::new(&arch.cfg, seq, &host);
+        let mut block = arch.build_block(&w, &ad).unwrap();
+        block.track_linears().unwrap();
+        let roles = [LinearRole::K, LinearRole::Mlp(MlpPart::Up)];
+        let got = block
+            .vjp(x.clone(), g.clone(), seq, &rope_ad, &roles)
+            .unwrap();
+        let f = |w: &BlockWeights, x: &[f32]| -> f64 {
+            let b = arch.build_block(w, &host).unwrap();
+            let y = b
+                .forward(from_host(x.to_vec(), [1, seq, d], &host), &rope, &mut NoTap)
+                .unwrap();
+            let y = to_host(y.reshape([seq, d])).unwrap();
+            y.iter().zip(&g).map(|(a, b)| *a as f64 * *b as f64).sum()
+        };
+        let eps = 1e-2f32;
+        for i in [0, 7, 19, 39] {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[i] += eps;
+            xm[i] -= eps;
+            let fd = (f(&w, &xp) - f(&w, &xm)) / (2.0 * eps as f64);
+            assert!(
+                (fd - got.input[i] as f64).abs() < 2e-3 * (1.0 + fd.abs()),
+                "x[{i}]: fd {fd} vjp {}",
+                got.input[i]
+            );
+        }
+        for (k, (role, gm)) in got.linears.iter().enumerate() {
+            let li = w
+                .linears
+                .iter()
+                .position(|(s, _, _)| s.id.role == *role)
+                .unwrap();
+            assert_eq!(
+                (gm.rows, gm.cols),
+                (w.linears[li].1.rows, w.linears[li].1.cols),
+                "{k}"
+            );
+            for e in [0, 3, gm.data.len() - 1] {
+                let (mut wp, mut wm) = (w.clone(), w.clone());
+                wp.linears[li].1.data[e] += eps;
+                wm.linears[li].1.data[e] -= eps;
+                let fd = (f(&wp, &x) - f(&wm, &x)) / (2.0 * eps as f64);
+                assert!(
+                    (fd - gm.data[e] as f64).abs() < 2e-3 * (1.0 + fd.abs()),
+                    "{role:?}[{e}]: fd {fd} vjp {}",
+                    gm.data[e]
+                );
+            }
+        }
+    }
+}
