@@ -504,6 +504,77 @@ fn four_of_eight_with_a_tail_group_runs_and_is_flagged() {
 }
 
 #[test]
+fn owl_n_of_m_gives_blocks_their_own_n_with_the_mean_pattern() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = write_recipe(
+        tmp.path(),
+        "owl24.yaml",
+        &text_recipe(
+            16,
+            128,
+            "steps:\n  - wanda: { pattern: \"2:4\", profile: { owl: { lambda: 2 } } }\nexport: { format: dense }",
+        ),
+    );
+    let report = compress(&stories(), &recipe, &tmp.path().join("owl24"));
+    let blocks = report["allocation"]["profiles"][0]["blocks"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let kept: Vec<usize> = blocks
+        .iter()
+        .map(|b| {
+            b["pattern"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        kept.iter().sum::<usize>(),
+        2 * blocks.len(),
+        "mean N is 2: {kept:?}"
+    );
+    assert!(
+        kept.iter().any(|&k| k != 2),
+        "λ 2 moves some block off 2:4: {kept:?}"
+    );
+    let (mut zeros, mut total) = (0.0, 0.0);
+    for (id, w) in read_linears(&tmp.path().join("owl24")) {
+        let b: usize = id.split('.').nth(1).unwrap().parse().unwrap();
+        assert!(
+            w.satisfies_n_of_m(kept[b], 4),
+            "{id} keeps {} of 4",
+            kept[b]
+        );
+        zeros += w.data.iter().filter(|v| **v == 0.0).count() as f64;
+        total += w.data.len() as f64;
+    }
+    // Every linear's d_in (64, 172) is a multiple of 4: exactly half the weights overall.
+    assert_eq!(zeros / total, 0.5);
+    // The blocks do not share one N:M, so no 2:4 layout may be asked for.
+    let bad = write_recipe(
+        tmp.path(),
+        "owl24-bitmask.yaml",
+        &text_recipe(
+            16,
+            128,
+            "steps:\n  - wanda: { pattern: \"2:4\", profile: { owl: {} } }\nexport: { format: sparse-24-bitmask }",
+        ),
+    );
+    let o = compress_raw(&stories(), &bad, &tmp.path().join("x"), &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
 fn owl_allocates_block_sparsities_with_the_target_mean() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = write_recipe(

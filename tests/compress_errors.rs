@@ -99,7 +99,7 @@ fn recipe_errors_name_the_file_and_key() {
     let tmp = tempfile::tempdir().unwrap();
     let model = model_copy(tmp.path());
     let out = tmp.path().join("out");
-    let cases: [(&str, &str, &[&str]); 9] = [
+    let cases: [(&str, &str, &[&str]); 10] = [
         (
             "unknown-key.yaml",
             "steps:\n  - wanda: { sparsty: 0.5 }",
@@ -153,6 +153,15 @@ fn recipe_errors_name_the_file_and_key() {
                 "owl-lambda.yaml",
                 "steps[0].wanda.profile.owl.lambda",
                 "lambda < sparsity",
+            ],
+        ),
+        (
+            "owl-nm-lambda.yaml",
+            "steps:\n  - wanda: { pattern: \"2:4\", profile: { owl: { lambda: 3 } } }",
+            &[
+                "owl-nm-lambda.yaml",
+                "steps[0].wanda.profile.owl.lambda",
+                "(0, 2]",
             ],
         ),
         (

@@ -24,6 +24,12 @@ pub struct LinearSettings {
     /// Sparsity to prune to instead of the step's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sparsity: Option<f32>,
+    /// N:M pattern instead of the step's (OWL's N:M variant: per-block N).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::compress::pattern_name"
+    )]
+    pub pattern: Option<crate::compress::NofM>,
     /// Quantisation scheme instead of the step's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheme: Option<QuantScheme>,
@@ -76,6 +82,16 @@ impl Allocation {
             .entry(id)
             .or_default()
             .sparsity = Some(sparsity);
+    }
+
+    /// Sets the N:M pattern of `id` in step `step`.
+    pub fn set_pattern(&mut self, step: usize, id: LinearId, pattern: crate::compress::NofM) {
+        self.steps
+            .entry(step)
+            .or_default()
+            .entry(id)
+            .or_default()
+            .pattern = Some(pattern);
     }
 
     /// Sets the quantisation scheme of `id` in step `step`.

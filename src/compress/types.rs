@@ -224,6 +224,11 @@ impl LinearInput<'_> {
         }
     }
 
+    /// The N:M pattern to prune to: the allocation's, else the step's.
+    pub fn pattern(&self, step: Option<crate::compress::NofM>) -> Option<crate::compress::NofM> {
+        self.settings.pattern.or(step)
+    }
+
     /// The sparsity to prune to: the allocation's, else the step's.
     pub fn sparsity(&self, step: f32) -> f32 {
         self.settings.sparsity.unwrap_or(step)

@@ -87,7 +87,7 @@ impl MethodSpec for Spec {
 
     fn resolve(&self, ctx: &ResolveCtx<'_>) -> Result<Params> {
         let (sparsity, pattern) = ctx.prune(self.sparsity, self.pattern.as_deref())?;
-        let owl = owl::resolve(ctx, self.profile.as_ref(), sparsity, pattern.is_some())?;
+        let owl = owl::resolve(ctx, self.profile.as_ref(), sparsity, pattern)?;
         let gradients = match (&self.gradients, self.alpha) {
             (Some(_), Some(_)) => {
                 return Err(ctx.err(
@@ -142,7 +142,7 @@ impl Compressor for Params {
 
     fn kind(&self) -> MethodKind {
         MethodKind::Prune {
-            pattern: self.pattern,
+            pattern: owl::step_pattern(self.pattern, self.owl),
         }
     }
 
@@ -163,7 +163,7 @@ impl Compressor for Params {
         let g = input.gradients()?;
         let mut out = input.weight().clone();
         let mut notes = Vec::new();
-        match self.pattern {
+        match input.pattern(self.pattern) {
             Some(nm) => {
                 math::prune_rows_n_of_m(&mut out.data, out.cols, &norms, g, nm);
                 notes.extend(tail_note(out.cols, nm));

@@ -67,7 +67,7 @@ impl MethodSpec for Spec {
 
     fn resolve(&self, ctx: &ResolveCtx<'_>) -> Result<Params> {
         let (sparsity, pattern) = ctx.prune(self.sparsity, self.pattern.as_deref())?;
-        let owl = owl::resolve(ctx, self.profile.as_ref(), sparsity, pattern.is_some())?;
+        let owl = owl::resolve(ctx, self.profile.as_ref(), sparsity, pattern)?;
         Ok(Params {
             sparsity,
             pattern,
@@ -91,7 +91,7 @@ impl Params {
 impl Compressor for Params {
     fn kind(&self) -> MethodKind {
         MethodKind::Prune {
-            pattern: self.pattern,
+            pattern: owl::step_pattern(self.pattern, self.owl),
         }
     }
 
@@ -106,7 +106,7 @@ impl Compressor for Params {
     fn compress(&self, input: &LinearInput<'_>) -> Result<LinearOutput> {
         let mut out = input.weight().clone();
         let mut notes = Vec::new();
-        match self.pattern {
+        match input.pattern(self.pattern) {
             Some(nm) => {
                 prune_n_of_m_rows(&mut out.data, out.cols, nm, |_, v| v.abs());
                 notes.extend(tail_note(out.cols, nm));

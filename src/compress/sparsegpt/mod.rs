@@ -75,7 +75,7 @@ impl MethodSpec for Spec {
 
     fn resolve(&self, ctx: &ResolveCtx<'_>) -> Result<Params> {
         let (sparsity, pattern) = ctx.prune(self.sparsity, self.pattern.as_deref())?;
-        let owl = owl::resolve(ctx, self.profile.as_ref(), sparsity, pattern.is_some())?;
+        let owl = owl::resolve(ctx, self.profile.as_ref(), sparsity, pattern)?;
         let block_size = ctx.block_size(self.block_size, pattern)?;
         for l in &ctx.targets {
             if (block_size as u64) * (l.rows as u64) > u32::MAX as u64 {
@@ -106,7 +106,7 @@ impl Compressor for Params {
 
     fn kind(&self) -> MethodKind {
         MethodKind::Prune {
-            pattern: self.pattern,
+            pattern: owl::step_pattern(self.pattern, self.owl),
         }
     }
 
@@ -127,7 +127,7 @@ impl Compressor for Params {
                 out.data[r * d + j] = 0.0;
             }
         }
-        let rule = match self.pattern {
+        let rule = match input.pattern(self.pattern) {
             Some(nm) => math::MaskRule::NofM(nm),
             None => math::MaskRule::Unstructured(input.sparsity(self.sparsity)),
         };
@@ -139,7 +139,7 @@ impl Compressor for Params {
             )));
         }
         let mut notes = f.warnings;
-        if let Some(nm) = self.pattern {
+        if let Some(nm) = input.pattern(self.pattern) {
             notes.extend(tail_note(d, nm));
         }
         Ok(LinearOutput::new(CompressedLinear::pruned(out)).with_notes(notes))

@@ -66,7 +66,7 @@ impl MethodSpec for Spec {
 
     fn resolve(&self, ctx: &ResolveCtx<'_>) -> Result<Params> {
         let (sparsity, pattern) = ctx.prune(self.sparsity, self.pattern.as_deref())?;
-        let owl = owl::resolve(ctx, self.profile.as_ref(), sparsity, pattern.is_some())?;
+        let owl = owl::resolve(ctx, self.profile.as_ref(), sparsity, pattern)?;
         Ok(Params {
             sparsity,
             pattern,
@@ -86,7 +86,7 @@ impl Compressor for Params {
 
     fn kind(&self) -> MethodKind {
         MethodKind::Prune {
-            pattern: self.pattern,
+            pattern: owl::step_pattern(self.pattern, self.owl),
         }
     }
 
@@ -102,7 +102,7 @@ impl Compressor for Params {
         let norms = math::column_norms(input.sq_norms()?);
         let mut out = input.weight().clone();
         let mut notes = Vec::new();
-        match self.pattern {
+        match input.pattern(self.pattern) {
             Some(nm) => {
                 math::prune_rows_n_of_m(&mut out.data, out.cols, &norms, nm);
                 notes.extend(tail_note(out.cols, nm));
