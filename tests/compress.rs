@@ -629,4 +629,20 @@ fn owl_allocates_block_sparsities_with_the_target_mean() {
         cfg["compression"]["allocation"]["profiles"][0]["blocks"],
         prof["blocks"]
     );
+    // The report lists every block's outlier ratio and sparsity, and the sparsity reached.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## OWL layer-wise sparsity"), "{md}");
+    assert!(
+        md.contains(&format!(
+            "Target 0.7000; reached over all compressed linears: {:.4}",
+            zeros / total
+        )),
+        "{md}"
+    );
+    for (b, s) in s.iter().enumerate() {
+        assert!(
+            md.contains(&format!("| {b} | ")) && md.contains(&format!("{s:.4}")),
+            "block {b}"
+        );
+    }
 }

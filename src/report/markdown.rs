@@ -433,6 +433,9 @@ pub fn sections(r: &Report) -> Vec<Section> {
                 .table(&["step", "linear", "settings"], rows),
         );
     }
+    if let Some(a) = &r.allocation {
+        out.extend(profile_sections(a, r));
+    }
     if !r.blocks.is_empty() {
         let rows = r
             .blocks
@@ -445,6 +448,86 @@ pub fn sections(r: &Report) -> Vec<Section> {
         let mut s = Section::new(2, "Notes");
         s.items = r.notes.clone();
         out.push(s);
+    }
+    out
+}
+
+/// The pre-passes' sections: OWL's per-block outlier ratios and allocation with the sparsity
+/// reached, and where each GBLM step's gradients came from.
+fn profile_sections(a: &serde_json::Value, r: &Report) -> Vec<Section> {
+    let mut out = Vec::new();
+    let profiles = a.get("profiles").and_then(|v| v.as_array());
+    for p in profiles.into_iter().flatten() {
+        let step = p.get("step").map(|v| v.to_string()).unwrap_or_default();
+        match p.get("profile").and_then(|v| v.as_str()) {
+            Some("owl") => {
+                let blocks = p.get("blocks").and_then(|v| v.as_array());
+                let rows: Vec<Vec<String>> = blocks
+                    .into_iter()
+                    .flatten()
+                    .map(|b| {
+                        let num = |k: &str| b.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+                        let pattern = b.get("pattern").and_then(|v| v.as_str()).unwrap_or("");
+                        vec![
+                            b.get("block").map(|v| v.to_string()).unwrap_or_default(),
+                            format!("{:.3}", num("outlier_ratio")),
+                            format!("{:.4}", num("sparsity")),
+                            pattern.to_string(),
+                        ]
+                    })
+                    .collect();
+                let (zeros, total) = r.linears.iter().fold((0.0, 0.0), |(z, t), l| {
+                    let n = (l.shape[0] * l.shape[1]) as f64;
+                    (z + l.sparsity * n, t + n)
+                });
+                let target = p.get("target_sparsity").and_then(|v| v.as_f64());
+                let intro = format!(
+                    "OWL (outlier-weighed layer-wise sparsity) for steps[{step}]: outlier ratio D_l                      (% of Wanda scores above m = {} × the block mean) and the sparsity each block                      was given (λ = {}). Target {}; reached over all compressed linears: {:.4}.",
+                    p.get("m").map(|v| v.to_string()).unwrap_or_default(),
+                    p.get("lambda").map(|v| v.to_string()).unwrap_or_default(),
+                    target.map(|t| format!("{t:.4}")).unwrap_or_default(),
+                    if total > 0.0 { zeros / total } else { f64::NAN }
+                );
+                out.push(
+                    Section::new(2, "OWL layer-wise sparsity")
+                        .intro(&intro)
+                        .table(&["block", "D_l (%)", "sparsity", "pattern"], rows),
+                );
+            }
+            Some("gradients") => {
+                let field = |k: &str| match p.get(k) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(v) if !v.is_null() => v.to_string(),
+                    _ => String::new(),
+                };
+                let rows = [
+                    "file",
+                    "samples",
+                    "seq_len",
+                    "alpha",
+                    "mean_loss",
+                    "seconds",
+                ]
+                .iter()
+                .map(|k| {
+                    let k = if *k == "samples" && p.get("sequences").is_some() {
+                        "sequences"
+                    } else {
+                        k
+                    };
+                    vec![k.to_string(), field(k)]
+                })
+                .collect();
+                out.push(
+                    Section::new(2, "Gradients")
+                        .intro(&format!(
+                            "GBLM's per-weight gradient magnitudes for steps[{step}]: the dense model's                              causal-LM loss, one backward per calibration sequence."
+                        ))
+                        .table(&["", ""], rows),
+                );
+            }
+            _ => {}
+        }
     }
     out
 }
