@@ -12,6 +12,7 @@
 //! vectorise without reordering a single sum.
 
 pub mod attention;
+pub mod backward;
 pub mod elementwise;
 pub mod gemm;
 

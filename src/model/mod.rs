@@ -5,6 +5,7 @@
 mod attention;
 mod block;
 pub mod grad;
+mod grad_host;
 mod mlp;
 mod moe;
 pub mod rope;

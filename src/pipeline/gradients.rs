@@ -6,15 +6,18 @@
 //! 1. a forward, block by block on the host kernels, keeping each block's input per sequence
 //!    (`blocks × seq × hidden` floats per sequence);
 //! 2. the loss and its gradient at the last hidden states ([`HeadLoss`]);
-//! 3. block by block in reverse: the block is read again and rebuilt on burn's autodiff device,
-//!    recomputed from its kept input, and back-propagated ([`DecoderBlock::vjp`]); each weight
+//! 3. block by block in reverse: the block is read again, recomputed from its kept input and
+//!    back-propagated: a dense block on the host with pare's backward kernels
+//!    ([`DecoderBlock::vjp_host`]), an MoE block (or any block off the host) rebuilt on burn's
+//!    autodiff device ([`DecoderBlock::vjp`]); each weight
 //!    gradient `g` adds `(α g)²` into the memory-mapped artefact ([`GradientWriter`]) and the
 //!    input gradient goes on to the block below.
 //!
 //! Memory: one block's weights (and on the autodiff device their gradients and the block's
 //! intermediates for one sequence), the kept inputs of the chunk, embeddings and head. Time: a
-//! forward on the host plus a recomputed forward and a backward on burn's ops per block and
-//! sequence; each block is read from the checkpoint twice per chunk.
+//! forward, then per block and sequence a recomputed forward and a backward (about twice the
+//! forward's GEMM work, plus the attention recomputed per head); each block is read from the
+//! checkpoint twice per chunk.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +32,7 @@ use crate::compress::GradientSource;
 use crate::error::{PareError, Result};
 use crate::gradients::{FORMAT, GradientFile, GradientWriter, model_fingerprint, tensor_name};
 use crate::model::grad::{HeadLoss, autodiff_device};
-use crate::model::{NoTap, Rope, to_host};
+use crate::model::{NoTap, Rope, on_host, to_host};
 
 /// Kept block inputs per chunk of sequences, in bytes.
 pub const ACTIVATION_BUDGET: usize = 256 << 20;
@@ -148,8 +151,14 @@ pub fn gradient_pass(
             let w = runner
                 .arch
                 .read_block(&runner.store, b, runner.qcfg.as_ref())?;
-            let (mut block, block_slots) = runner.arch.into_block(w, &ad)?;
-            block.track_linears()?;
+            // Dense blocks on the host: pare's backward kernels; otherwise burn's autodiff.
+            let host = on_host(&runner.device) && !cfg.is_moe_block(b);
+            let (mut block, block_slots) = runner
+                .arch
+                .into_block(w, if host { &runner.device } else { &ad })?;
+            if !host {
+                block.track_linears()?;
+            }
             let roles: Vec<_> = block_slots
                 .iter()
                 .filter(|s| !matches!(s.id.role, crate::id::LinearRole::Router))
@@ -159,7 +168,13 @@ pub fn gradient_pass(
                 let x = k
                     .pop()
                     .ok_or_else(|| PareError::Internal(format!("no kept input for block {b}")))?;
-                let out = block.vjp(x, std::mem::take(gs), seq, &rope_ad, &roles)?;
+                let gy = std::mem::take(gs);
+                let out = match host {
+                    true => block
+                        .vjp_host(&x, &gy, seq, &rope, &roles)?
+                        .ok_or_else(|| PareError::Internal(format!("block {b} is not dense")))?,
+                    false => block.vjp(x, gy, seq, &rope_ad, &roles)?,
+                };
                 for (role, gm) in &out.linears {
                     let slot = block_slots
                         .iter()
