@@ -266,3 +266,38 @@ fn foreign_misshapen_or_misplaced_gradients_are_refused() {
         "pare gradients",
     );
 }
+
+/// MoE (tiny-mixtral): the pass runs through burn's autodiff for the MoE blocks; experts get
+/// gradients given the routing, routers none (their tensors stay zero).
+#[test]
+fn moe_gradients_cover_experts_and_leave_routers_at_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = write_recipe(
+        tmp.path(),
+        "r.yaml",
+        &format!(
+            "calibration: {{ text: {}, samples: 1, seq_len: 32 }}\nsteps:\n  - gblm: {{ sparsity: 0.5 }}\n",
+            shared("data/tinystories/tinystories_train_head.txt").display()
+        ),
+    );
+    let out = tmp.path().join("g.safetensors");
+    let o = gradients(&shared("models/tiny-mixtral"), &r, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (tensors, _) = read_all(&out);
+    let (mut experts, mut routers) = (0, 0);
+    for (name, g) in &tensors {
+        assert!(g.iter().all(|v| v.is_finite()), "{name}");
+        if name.contains("block_sparse_moe.gate.") {
+            routers += 1;
+            assert!(g.iter().all(|v| *v == 0.0), "{name}");
+        } else if name.contains(".experts.") && norm(g) > 0.0 {
+            experts += 1;
+        } else if !name.contains(".experts.") {
+            assert!(norm(g) > 0.0, "{name}");
+        }
+    }
+    assert!(
+        routers > 0 && experts > 0,
+        "{routers} routers, {experts} experts with gradients"
+    );
+}

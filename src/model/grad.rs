@@ -45,15 +45,16 @@ impl Linear {
     }
 
     /// The gradient of output features `offset..offset + rows`, `[rows, in]` (Hugging Face's
-    /// orientation; the device keeps `[in, out]`).
-    fn weight_grad(&self, grads: &Gradients, offset: usize, rows: usize) -> Result<Matrix> {
+    /// orientation; the device keeps `[in, out]`); `None` when the weight was not used.
+    fn weight_grad(&self, grads: &Gradients, offset: usize, rows: usize) -> Result<Option<Matrix>> {
         let (w, _) = self.on_device.as_ref().ok_or_else(|| {
             PareError::Internal("weight_grad: the linear has no device weight".into())
         })?;
-        let g = w.grad(grads).ok_or_else(|| {
-            PareError::Internal("backward left no gradient for a tracked weight".into())
-        })?;
         let (d_in, d_out) = (self.w.cols, self.w.rows);
+        let Some(g) = w.grad(grads) else {
+            // The weight took no part in the forward (an MoE expert no token was routed to).
+            return Ok(None);
+        };
         let t = to_host(g)?;
         if t.len() != d_in * d_out || offset + rows > d_out {
             return Err(PareError::Internal(format!(
@@ -67,7 +68,7 @@ impl Linear {
                 out[r * d_in + c] = col[offset + r];
             }
         }
-        Ok(Matrix::from_vec(rows, d_in, out))
+        Ok(Some(Matrix::from_vec(rows, d_in, out)))
     }
 }
 
@@ -144,7 +145,18 @@ impl DecoderBlock {
         let mut linears = Vec::with_capacity(roles.len());
         for &role in roles {
             let (lin, offset, rows) = self.locate(role)?;
-            linears.push((role, lin.weight_grad(&grads, offset, rows)?));
+            let cols = lin.w.cols;
+            let g = match (lin.weight_grad(&grads, offset, rows)?, role) {
+                (Some(g), _) => g,
+                // An expert no token of this sequence was routed to: its gradient is zero.
+                (None, LinearRole::Expert { .. }) => Matrix::zeros(rows, cols),
+                (None, _) => {
+                    return Err(PareError::Internal(format!(
+                        "backward left no gradient for the {role:?} weight"
+                    )));
+                }
+            };
+            linears.push((role, g));
         }
         Ok(BlockGrads { input, linears })
     }
@@ -378,5 +390,39 @@ mod tests {
                 close(&a.data, &b.data, &format!("{r:?}"));
             }
         }
+    }
+
+    /// The head's loss and gradient on the host equal burn's autodiff of the same head.
+    #[test]
+    fn host_head_loss_matches_autodiff() {
+        let host = Device::flex();
+        let ad = autodiff_device(&host);
+        let (v, d, s) = (11, 8, 6);
+        let head: Vec<f32> = (0..v * d)
+            .map(|i| ((i * 29 % 23) as f32 - 11.0) / 9.0)
+            .collect();
+        let embed = Matrix::from_vec(v, d, head.clone());
+        let ends = Ends::new(
+            embed,
+            RmsNorm::new((0..d).map(|i| 0.7 + 0.05 * i as f32).collect(), 1e-5, &host),
+            Linear::new(&Matrix::from_vec(v, d, head), None, &host),
+            &host,
+        );
+        let h: Vec<f32> = (0..s * d)
+            .map(|i| ((i * 7 % 19) as f32 - 9.0) / 5.0)
+            .collect();
+        let ids = [1u32, 4, 10, 0, 3, 7];
+        let (l_ad, g_ad) = HeadLoss::new(&ends, &ad)
+            .loss_and_grad(h.clone(), &ids)
+            .unwrap();
+        let (l_host, g_host) = ends.loss_and_grad_host(&h, &ids).unwrap();
+        assert!((l_ad - l_host).abs() < 1e-5, "{l_ad} vs {l_host}");
+        for (a, b) in g_host.iter().zip(&g_ad) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        assert!(
+            g_host[(s - 1) * d..].iter().all(|x| *x == 0.0),
+            "the last position predicts nothing"
+        );
     }
 }

@@ -185,3 +185,52 @@ impl DecoderBlock {
         Ok(Some(BlockGrads { input: dx, linears }))
     }
 }
+
+impl super::Ends {
+    /// [`super::grad::HeadLoss::loss_and_grad`] on the host, reading this model's own final norm
+    /// and head (no copy): the mean next-token cross-entropy of one sequence and its gradient at
+    /// the final hidden states `h` (`[seq, hidden]`). With `p = softmax(logits)`, the logits'
+    /// gradient is `(p − onehot(next)) / (seq − 1)` on positions `0..seq − 1` and 0 on the last.
+    pub fn loss_and_grad_host(&self, h: &[f32], ids: &[u32]) -> Result<(f64, Vec<f32>)> {
+        let s = ids.len();
+        let d = self.hidden;
+        let v = self.head.w.rows;
+        if s < 2 || h.len() != s * d {
+            return Err(PareError::Internal(format!(
+                "loss_and_grad_host: {} hidden values for {s} tokens of width {d}",
+                h.len()
+            )));
+        }
+        if let Some(&t) = ids.iter().find(|&&t| t as usize >= v) {
+            return Err(PareError::Internal(format!(
+                "token id {t} is outside the head's {v} outputs"
+            )));
+        }
+        let eps = self.norm.eps() as f32;
+        let hn = rms_norm(&h[..(s - 1) * d], self.norm.host(), eps);
+        let mut logits = forward(&self.head, &hn, s - 1);
+        let n = (s - 1) as f64;
+        let mut loss = 0f64;
+        for (p, row) in logits.chunks_exact_mut(v).enumerate() {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = row.iter().map(|x| ((*x - m) as f64).exp()).sum();
+            let target = ids[p + 1] as usize;
+            loss -= (row[target] - m) as f64 - sum.ln();
+            for x in row.iter_mut() {
+                *x = ((((*x - m) as f64).exp() / sum) / n) as f32;
+            }
+            row[target] -= (1.0 / n) as f32;
+        }
+        let mut d_hn = vec![0f32; (s - 1) * d];
+        matmul_nn(&logits, &self.head.w.data, s - 1, v, d, &mut d_hn, false);
+        let mut dh = vec![0f32; s * d];
+        rms_norm_backward(
+            &h[..(s - 1) * d],
+            self.norm.host(),
+            eps,
+            &d_hn,
+            &mut dh[..(s - 1) * d],
+        );
+        Ok((loss / n, dh))
+    }
+}

@@ -108,7 +108,8 @@ pub fn gradient_pass(
     ]);
     let mut writer = GradientWriter::create(dest, &slots, alpha, &meta)?;
     let ad = autodiff_device(&runner.device);
-    let head = HeadLoss::new(&runner.ends, &ad);
+    // The head's loss on the host reads the model's own head; elsewhere a copy on `ad`.
+    let head = (!on_host(&runner.device)).then(|| HeadLoss::new(&runner.ends, &ad));
     let rope = Rope::new(cfg, seq, &runner.device);
     let rope_ad = Rope::new(cfg, seq, &ad);
     let per_seq = n_blocks * seq * d * 4;
@@ -136,7 +137,11 @@ pub fn gradient_pass(
         // 2. Loss and its gradient at the final hidden states.
         let mut g = Vec::with_capacity(ids.len());
         for (hs, s) in h.into_iter().zip(ids) {
-            let (loss, gl) = head.loss_and_grad(to_host(hs.reshape([seq, d]))?, s)?;
+            let hv = to_host(hs.reshape([seq, d]))?;
+            let (loss, gl) = match &head {
+                Some(head) => head.loss_and_grad(hv, s)?,
+                None => runner.ends.loss_and_grad_host(&hv, s)?,
+            };
             if !loss.is_finite() {
                 return Err(PareError::Numerical(format!(
                     "the calibration loss is {loss}; the model's forward is not finite"
