@@ -52,3 +52,40 @@ fn dsnot_refuses_unpruned_quantised_and_mixed_targets() {
     )));
     assert_eq!(k, "steps[1].dsnot.max_cycles");
 }
+
+#[test]
+fn gblm_resolves_its_gradient_source_and_owl_n_of_m() {
+    let p = plan(&steps("  - gblm: { pattern: \"2:4\" }\n")).unwrap();
+    let Method::Gblm(g) = &p.steps[0].method else {
+        panic!("{:?}", p.steps[0].method)
+    };
+    assert_eq!(
+        g.gradients,
+        crate::compress::GradientSource::Pass { alpha: 100.0 }
+    );
+    assert_eq!(g.pattern, Some(NofM { n: 2, m: 4 }));
+    let (k, m) = recipe_err(plan(&steps(
+        "  - gblm: { sparsity: 0.5, gradients: g.safetensors, alpha: 10 }\n",
+    )));
+    assert_eq!(k, "steps[0].gblm.alpha");
+    assert!(m.contains("not both"), "{m}");
+    let (k, m) = recipe_err(plan(&steps("  - gblm: { sparsity: 0.5, alpha: -1 }\n")));
+    assert_eq!(k, "steps[0].gblm.alpha");
+    assert!(m.contains("positive"), "{m}");
+    // OWL's N:M variant: the step declares no single pattern (blocks keep different N).
+    let p = plan(&steps(
+        "  - gblm: { pattern: \"4:8\", profile: { owl: {} } }\n",
+    ))
+    .unwrap();
+    assert_eq!(p.steps[0].pattern(), None);
+    let Method::Gblm(g) = &p.steps[0].method else {
+        panic!()
+    };
+    let owl = g.owl.unwrap();
+    assert_eq!((owl.lambda, owl.pattern), (2.0, Some(NofM { n: 4, m: 8 })));
+    let (k, m) = recipe_err(plan(&steps(
+        "  - wanda: { pattern: \"2:4\", profile: { owl: { lambda: 2.5 } } }\n",
+    )));
+    assert_eq!(k, "steps[0].wanda.profile.owl.lambda");
+    assert!(m.contains("(0, 2]"), "{m}");
+}

@@ -10,9 +10,12 @@
 //!   ([`crate::pipeline::gradients`]), or reads the artefact `pare gradients` wrote
 //!   (`gradients: FILE`; a file from another model or with other shapes is refused, exit 2).
 //! - Selection as Wanda: every row gets exactly `floor(d_in · p)` zeros (ties → lower column);
-//!   N:M keeps the N best of every aligned group of M. Defaults as the reference: sparsity 0.5
-//!   when neither `sparsity` nor `pattern` is given is *not* assumed; say what you want.
+//!   N:M keeps the N best of every aligned group of M. The reference's defaults: α = 100, 128
+//!   calibration sequences, the ℓ2 accumulator (its ℓ1 and `--gradient_inv` variants are not
+//!   here). Unlike the reference (fp16 model, fp16 artefact) the gradients are computed and
+//!   stored in f32.
 //! - OWL (`profile: { owl: … }`) decides per-block sparsities from Wanda's outlier ratios.
+//! - Memory and time of the gradient pass: [`crate::pipeline::gradients`].
 //!
 //! Recipe: `- gblm: { sparsity: 0.5 }`, `- gblm: { pattern: "2:4", gradients: grads.safetensors }`.
 
