@@ -11,6 +11,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use super::attention::Heads;
+use super::elementwise::{exp, exp_shifted_sum};
+use super::{LANES, max, multiversion, sum};
 
 /// `c ← a·b` (or `c += a·b`): `a` `[m, k]`, `b` `[k, n]`, `c` `[m, n]`, row-major. The input
 /// gradient of a linear: `dX = dY·W` with `W` `[out, in]`.
@@ -83,7 +85,7 @@ pub fn silu_mul_backward(gu: &[f32], d_act: &[f32], f: usize) -> Vec<f32> {
             let (g, u) = row.split_at(f);
             let (og, ou) = o.split_at_mut(f);
             for j in 0..f {
-                let s = 1.0 / (1.0 + (-g[j]).exp());
+                let s = 1.0 / (1.0 + exp(-g[j]));
                 og[j] = da[j] * u[j] * s * (1.0 + g[j] * (1.0 - s));
                 ou[j] = da[j] * g[j] * s;
             }
@@ -100,6 +102,40 @@ fn rope_backward(dr: &[f32], cos: &[f32], sin: &[f32], dx: &mut [f32]) {
     for j in 0..half {
         dx[j] = dr[j] * cos[j] + dr[j + half] * sin[j + half];
         dx[j + half] = dr[j + half] * cos[j + half] - dr[j] * sin[j];
+    }
+}
+
+multiversion! {
+    /// Row `i` of the `[s, s]` scores becomes the softmax over keys `i − w < j ≤ i` (the
+    /// forward's [`exp`], so the probabilities are the forward's), 0 elsewhere.
+    fn softmax_causal_rows(p: &mut [f32], s: usize, w: usize) {
+        for i in 0..s {
+            let lo = (i + 1).saturating_sub(w);
+            let row = &mut p[i * s..(i + 1) * s];
+            let (head, rest) = row.split_at_mut(lo);
+            let (keep, masked) = rest.split_at_mut(i + 1 - lo);
+            head.fill(0.0);
+            masked.fill(0.0);
+            let m = max(keep);
+            let inv = 1.0 / exp_shifted_sum(keep, m);
+            keep.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+}
+
+multiversion! {
+    /// Softmax's backward per row: `dS = P ⊙ (dP − Σ_j dP_j P_j)`, in place of `dp`.
+    fn softmax_backward_rows(p: &[f32], dp: &mut [f32], s: usize) {
+        for (pr, dr) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)) {
+            let mut acc = [0f32; LANES];
+            for (k, (a, b)) in pr.iter().zip(dr.iter()).enumerate() {
+                acc[k % LANES] += a * b;
+            }
+            let dot = sum(&acc);
+            for (d, p) in dr.iter_mut().zip(pr) {
+                *d = p * (*d - dot);
+            }
+        }
     }
 }
 
@@ -182,25 +218,7 @@ pub fn attention_backward(
                     scale,
                     Par::Seq,
                 );
-                for i in 0..s {
-                    let lo = (i + 1).saturating_sub(w);
-                    let row = &mut p_mat[i * s..(i + 1) * s];
-                    let m = row[lo..=i]
-                        .iter()
-                        .cloned()
-                        .fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for (j, x) in row.iter_mut().enumerate() {
-                        if j < lo || j > i {
-                            *x = 0.0;
-                        } else {
-                            *x = (*x - m).exp();
-                            sum += *x;
-                        }
-                    }
-                    let inv = 1.0 / sum;
-                    row[lo..=i].iter_mut().for_each(|x| *x *= inv);
-                }
+                softmax_causal_rows(&mut p_mat, s, w);
                 // dV += Pᵀ·dO; dP = dO·Vᵀ.
                 matmul(
                     MatMut::from_row_major_slice_mut(&mut dv, s, hd),
@@ -219,13 +237,7 @@ pub fn attention_backward(
                     Par::Seq,
                 );
                 // dS = P ⊙ (dP − rowsum(dP ⊙ P)), in place of dP.
-                for i in 0..s {
-                    let (pr, dr) = (&p_mat[i * s..(i + 1) * s], &mut dp[i * s..(i + 1) * s]);
-                    let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                    for (d, p) in dr.iter_mut().zip(pr) {
-                        *d = p * (*d - dot);
-                    }
-                }
+                softmax_backward_rows(&p_mat, &mut dp, s);
                 // dQ = scale·dS·K; dK += scale·dSᵀ·Q.
                 matmul(
                     MatMut::from_row_major_slice_mut(&mut dq[r * s * hd..(r + 1) * s * hd], s, hd),
