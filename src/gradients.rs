@@ -16,8 +16,10 @@
 //! another model or with other shapes (exit 2).
 //!
 //! While the pass runs, the file is memory-mapped and accumulates `Σ (α g)²` in place
-//! ([`GradientWriter`]), so its size (4 bytes per block weight) lives on disk, not in RAM; it is
-//! written under a temporary name and renamed into place once complete.
+//! ([`GradientWriter`]); each block's tensors are flushed and dropped from the resident set once
+//! the block is done ([`GradientWriter::release`]), so the artefact's size (4 bytes per block
+//! weight) lives on disk, not in RAM. It is written under a temporary name and renamed into
+//! place once complete.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -210,6 +212,29 @@ impl GradientWriter {
         Ok(())
     }
 
+    /// Writes the tensor `name`'s pages back to the file and drops them from the process's
+    /// resident set (they stay in the page cache and fault back in on the next access), so the
+    /// pass holds one block's share of the artefact, not all of it.
+    pub fn release(&mut self, name: &str) -> Result<()> {
+        let Some(&(start, rows, cols)) = self.layout.tensors.get(name) else {
+            return Ok(());
+        };
+        let len = rows * cols * 4;
+        self.map
+            .flush_range(start, len)
+            .map_err(|e| io(&self.tmp, "write the gradient file", e))?;
+        #[cfg(unix)]
+        {
+            // SAFETY: a shared file-backed map whose range was just flushed: MADV_DONTNEED only
+            // unmaps the pages; a later access reads the same bytes back from the file.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+            };
+        }
+        Ok(())
+    }
+
     /// Takes the square root of every accumulated value, writes the final `metadata` into the
     /// header and renames the file to its destination.
     pub fn finish(mut self, metadata: &BTreeMap<String, String>) -> Result<PathBuf> {
@@ -219,6 +244,7 @@ impl GradientWriter {
             for a in v.iter_mut() {
                 *a = a.max(0.0).sqrt();
             }
+            self.release(&name)?;
         }
         let head = crate::checkpoint::writer::header(
             &self.entries,

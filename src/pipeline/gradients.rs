@@ -196,6 +196,9 @@ pub fn gradient_pass(
                 *gs = out.input;
                 progress.step();
             }
+            for slot in &block_slots {
+                writer.release(&tensor_name(slot))?;
+            }
         }
     }
     progress.finish();
