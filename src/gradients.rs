@@ -81,8 +81,9 @@ struct Layout {
     total: usize,
 }
 
-fn layout(slots: &[LinearSlot], metadata: &BTreeMap<String, String>) -> (Layout, Vec<u8>) {
-    let entries: Vec<crate::checkpoint::writer::Slot> = slots
+/// The header entries of `slots`' gradients, in order.
+fn entries(slots: &[LinearSlot]) -> Vec<crate::checkpoint::writer::Slot> {
+    slots
         .iter()
         .map(|s| {
             (
@@ -93,14 +94,20 @@ fn layout(slots: &[LinearSlot], metadata: &BTreeMap<String, String>) -> (Layout,
                 0,
             )
         })
-        .collect();
-    let probe = crate::checkpoint::writer::header(&entries, Some(metadata), 0);
+        .collect()
+}
+
+fn layout(
+    entries: &[crate::checkpoint::writer::Slot],
+    metadata: &BTreeMap<String, String>,
+) -> (Layout, Vec<u8>) {
+    let probe = crate::checkpoint::writer::header(entries, Some(metadata), 0);
     let head =
         crate::checkpoint::writer::header(&entries, Some(metadata), probe.len() + HEADER_SLACK);
     let data_start = 8 + head.len();
     let mut tensors = BTreeMap::new();
     let mut off = data_start;
-    for (name, _, shape, len, _) in &entries {
+    for (name, _, shape, len, _) in entries {
         tensors.insert(name.clone(), (off, shape[0], shape[1]));
         off += len;
     }
@@ -145,7 +152,8 @@ impl GradientWriter {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "gradients".into());
         let tmp = dest.with_file_name(format!(".{name}.partial"));
-        let (layout, head) = layout(slots, metadata);
+        let entries = entries(slots);
+        let (layout, head) = layout(&entries, metadata);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -161,18 +169,7 @@ impl GradientWriter {
             unsafe { MmapMut::map_mut(&file) }.map_err(|e| io(&tmp, "map the gradient file", e))?;
         map[..8].copy_from_slice(&(head.len() as u64).to_le_bytes());
         map[8..8 + head.len()].copy_from_slice(&head);
-        let entries = slots
-            .iter()
-            .map(|s| {
-                (
-                    tensor_name(s),
-                    Dtype::F32,
-                    vec![s.rows, s.cols],
-                    s.rows * s.cols * 4,
-                    0,
-                )
-            })
-            .collect();
+
         Ok(Self {
             dest: dest.to_path_buf(),
             tmp,
