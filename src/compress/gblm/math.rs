@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::compress::NofM;
 use crate::compress::kit::select::{
-    MAX_M, group_keep, group_prune_bits, key_index, prune_count, score_key, smallest_k,
+    key_index, prune_count, prune_n_of_m_rows_by, score_key, smallest_k,
 };
 
 /// GBLM's score of weight `v` at column `j` with gradient magnitude `g`:
@@ -45,26 +45,7 @@ pub fn prune_rows(w: &mut [f32], cols: usize, norms: &[f32], g: &[f32], sparsity
 
 /// N:M GBLM: per row and aligned group of `nm.m` columns keep the `nm.n` highest scores.
 pub fn prune_rows_n_of_m(w: &mut [f32], cols: usize, norms: &[f32], g: &[f32], nm: NofM) {
-    if cols == 0 || nm.m == 0 || nm.m > MAX_M {
-        return;
-    }
-    w.par_chunks_mut(cols)
-        .zip(g.par_chunks(cols))
-        .for_each(|(row, gr)| {
-            let mut scores = [0f32; MAX_M];
-            for (gi, group) in row.chunks_mut(nm.m).enumerate() {
-                let base = gi * nm.m;
-                for (i, v) in group.iter().enumerate() {
-                    scores[i] = score(*v, norms[base + i], gr[base + i]);
-                }
-                let bits = group_prune_bits(&scores[..group.len()], group_keep(group.len(), nm));
-                for (i, v) in group.iter_mut().enumerate() {
-                    if bits >> i & 1 == 1 {
-                        *v = 0.0;
-                    }
-                }
-            }
-        });
+    prune_n_of_m_rows_by(w, cols, nm, |r, j, v| score(v, norms[j], g[r * cols + j]));
 }
 
 #[cfg(test)]

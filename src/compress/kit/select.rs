@@ -95,15 +95,24 @@ pub fn prune_n_of_m_rows<F>(w: &mut [f32], cols: usize, nm: NofM, score: F)
 where
     F: Fn(usize, f32) -> f32 + Sync,
 {
+    prune_n_of_m_rows_by(w, cols, nm, |_, j, v| score(j, v));
+}
+
+/// [`prune_n_of_m_rows`] with a score that also sees the row: `score(row, col, w)` (GBLM's
+/// per-weight gradient term).
+pub fn prune_n_of_m_rows_by<F>(w: &mut [f32], cols: usize, nm: NofM, score: F)
+where
+    F: Fn(usize, usize, f32) -> f32 + Sync,
+{
     if cols == 0 || nm.m == 0 {
         return;
     }
-    w.par_chunks_mut(cols).for_each(|row| {
+    w.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
         let mut scores = [0f32; MAX_M];
         for (g, group) in row.chunks_mut(nm.m).enumerate() {
             let base = g * nm.m;
             for (i, v) in group.iter().enumerate() {
-                scores[i] = score(base + i, *v);
+                scores[i] = score(r, base + i, *v);
             }
             let bits = group_prune_bits(&scores[..group.len()], group_keep(group.len(), nm));
             for (i, v) in group.iter_mut().enumerate() {
