@@ -58,14 +58,14 @@ struct OneHead<'a> {
 }
 
 /// Query rows per tile.
-const QT: usize = 64;
+pub(super) const QT: usize = 64;
 
 multiversion! {
     /// Softmax of each of the `rows` score rows of a tile (`[rows, n]`, row `r` for the query at
     /// position `i0 + r`, column `c` for the key at `k0 + c`), over its own keys `lo..=i0 + r`
     /// (`lo` = 0, or the first key inside the sliding window `w`); the tile's other keys get
     /// weight 0.
-    fn softmax_rows(sc: &mut [f32], rows: usize, n: usize, i0: usize, k0: usize, w: usize) {
+    pub(super) fn softmax_rows(sc: &mut [f32], rows: usize, n: usize, i0: usize, k0: usize, w: usize) {
         for r in 0..rows {
             let p = i0 + r;
             let (lo, hi) = ((p + 1).saturating_sub(w).max(k0) - k0, p + 1 - k0);

@@ -10,9 +10,9 @@ use rayon::prelude::*;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::attention::Heads;
-use super::elementwise::{exp, exp_shifted_sum};
-use super::{LANES, max, multiversion, sum};
+use super::attention::{Heads, QT, softmax_rows};
+use super::elementwise::exp;
+use super::{LANES, multiversion, sum};
 
 /// `c ← a·b` (or `c += a·b`): `a` `[m, k]`, `b` `[k, n]`, `c` `[m, n]`, row-major. The input
 /// gradient of a linear: `dX = dY·W` with `W` `[out, in]`.
@@ -106,25 +106,8 @@ fn rope_backward(dr: &[f32], cos: &[f32], sin: &[f32], dx: &mut [f32]) {
 }
 
 multiversion! {
-    /// Row `i` of the `[s, s]` scores becomes the softmax over keys `i − w < j ≤ i` (the
-    /// forward's [`exp`], so the probabilities are the forward's), 0 elsewhere.
-    fn softmax_causal_rows(p: &mut [f32], s: usize, w: usize) {
-        for i in 0..s {
-            let lo = (i + 1).saturating_sub(w);
-            let row = &mut p[i * s..(i + 1) * s];
-            let (head, rest) = row.split_at_mut(lo);
-            let (keep, masked) = rest.split_at_mut(i + 1 - lo);
-            head.fill(0.0);
-            masked.fill(0.0);
-            let m = max(keep);
-            let inv = 1.0 / exp_shifted_sum(keep, m);
-            keep.iter_mut().for_each(|x| *x *= inv);
-        }
-    }
-}
-
-multiversion! {
-    /// Softmax's backward per row: `dS = P ⊙ (dP − Σ_j dP_j P_j)`, in place of `dp`.
+    /// Softmax's backward per row of `s` entries: `dS = P ⊙ (dP − Σ_j dP_j P_j)`, in place of
+    /// `dp`.
     fn softmax_backward_rows(p: &[f32], dp: &mut [f32], s: usize) {
         for (pr, dr) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)) {
             let mut acc = [0f32; LANES];
@@ -151,7 +134,8 @@ fn rope(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
 /// The gradient of causal attention for one sequence: from the q|k|v rows `qkv`
 /// (`[s, (nh + 2·nkv)·hd]`, before RoPE, as [`super::attention::causal_attention`] takes them)
 /// and the gradient of its output `d_out` (`[s, nh·hd]`) to the gradient of `qkv` (same shape as
-/// `qkv`, before RoPE). Per KV head in parallel, its query heads in turn: the scores and the
+/// `qkv`, before RoPE). Per KV head in parallel, its query heads in turn, in tiles of [`QT`]
+/// queries against the keys they see (the forward's tiling and softmax): the scores and the
 /// softmax are recomputed (`P`), then `dV += Pᵀ·dO`, `dP = dO·Vᵀ`,
 /// `dS = P ⊙ (dP − rowsum(dP ⊙ P))`, `dQ = scale·dS·K`, `dK += scale·dSᵀ·Q`.
 pub fn attention_backward(
@@ -198,8 +182,8 @@ pub fn attention_backward(
                 vec![0f32; s * hd],
                 vec![0f32; s * hd],
             );
-            let mut p_mat = vec![0f32; s * s];
-            let mut dp = vec![0f32; s * s];
+            let mut p_mat = vec![0f32; QT * s];
+            let mut dp = vec![0f32; QT * s];
             let mut d_o = vec![0f32; s * hd];
             for r in 0..rep {
                 let hh = g * rep + r;
@@ -209,52 +193,64 @@ pub fn attention_backward(
                         &d_out[p * nh * hd + hh * hd..p * nh * hd + (hh + 1) * hd],
                     );
                 }
-                // P = softmax(scale·Q·Kᵀ) over keys i − w < j ≤ i.
-                matmul(
-                    MatMut::from_row_major_slice_mut(&mut p_mat, s, s),
-                    Accum::Replace,
-                    MatRef::from_row_major_slice(&q, s, hd),
-                    MatRef::from_row_major_slice(&k, s, hd).transpose(),
-                    scale,
-                    Par::Seq,
-                );
-                softmax_causal_rows(&mut p_mat, s, w);
-                // dV += Pᵀ·dO; dP = dO·Vᵀ.
-                matmul(
-                    MatMut::from_row_major_slice_mut(&mut dv, s, hd),
-                    Accum::Add,
-                    MatRef::from_row_major_slice(&p_mat, s, s).transpose(),
-                    MatRef::from_row_major_slice(&d_o, s, hd),
-                    1.0f32,
-                    Par::Seq,
-                );
-                matmul(
-                    MatMut::from_row_major_slice_mut(&mut dp, s, s),
-                    Accum::Replace,
-                    MatRef::from_row_major_slice(&d_o, s, hd),
-                    MatRef::from_row_major_slice(&v, s, hd).transpose(),
-                    1.0f32,
-                    Par::Seq,
-                );
-                // dS = P ⊙ (dP − rowsum(dP ⊙ P)), in place of dP.
-                softmax_backward_rows(&p_mat, &mut dp, s);
-                // dQ = scale·dS·K; dK += scale·dSᵀ·Q.
-                matmul(
-                    MatMut::from_row_major_slice_mut(&mut dq[r * s * hd..(r + 1) * s * hd], s, hd),
-                    Accum::Replace,
-                    MatRef::from_row_major_slice(&dp, s, s),
-                    MatRef::from_row_major_slice(&k, s, hd),
-                    scale,
-                    Par::Seq,
-                );
-                matmul(
-                    MatMut::from_row_major_slice_mut(&mut dk, s, hd),
-                    Accum::Add,
-                    MatRef::from_row_major_slice(&dp, s, s).transpose(),
-                    MatRef::from_row_major_slice(&q, s, hd),
-                    scale,
-                    Par::Seq,
-                );
+                let dq = &mut dq[r * s * hd..(r + 1) * s * hd];
+                // Tiles of QT queries against the keys they can see (k0..end): the upper
+                // triangle of the score matrix is never formed, as in the forward.
+                for i0 in (0..s).step_by(QT) {
+                    let rows = QT.min(s - i0);
+                    let end = i0 + rows;
+                    let k0 = (i0 + 1).saturating_sub(w);
+                    let n = end - k0;
+                    let (pm, dpm) = (&mut p_mat[..rows * n], &mut dp[..rows * n]);
+                    let (qt, dot) = (&q[i0 * hd..end * hd], &d_o[i0 * hd..end * hd]);
+                    let (kt, vt) = (&k[k0 * hd..end * hd], &v[k0 * hd..end * hd]);
+                    // P = softmax(scale·Q·Kᵀ) over keys p − w < j ≤ p.
+                    matmul(
+                        MatMut::from_row_major_slice_mut(pm, rows, n),
+                        Accum::Replace,
+                        MatRef::from_row_major_slice(qt, rows, hd),
+                        MatRef::from_row_major_slice(kt, n, hd).transpose(),
+                        scale,
+                        Par::Seq,
+                    );
+                    softmax_rows(pm, rows, n, i0, k0, w);
+                    // dV += Pᵀ·dO; dP = dO·Vᵀ.
+                    matmul(
+                        MatMut::from_row_major_slice_mut(&mut dv[k0 * hd..end * hd], n, hd),
+                        Accum::Add,
+                        MatRef::from_row_major_slice(pm, rows, n).transpose(),
+                        MatRef::from_row_major_slice(dot, rows, hd),
+                        1.0f32,
+                        Par::Seq,
+                    );
+                    matmul(
+                        MatMut::from_row_major_slice_mut(dpm, rows, n),
+                        Accum::Replace,
+                        MatRef::from_row_major_slice(dot, rows, hd),
+                        MatRef::from_row_major_slice(vt, n, hd).transpose(),
+                        1.0f32,
+                        Par::Seq,
+                    );
+                    // dS = P ⊙ (dP − rowsum(dP ⊙ P)), in place of dP.
+                    softmax_backward_rows(pm, dpm, n);
+                    // dQ = scale·dS·K; dK += scale·dSᵀ·Q.
+                    matmul(
+                        MatMut::from_row_major_slice_mut(&mut dq[i0 * hd..end * hd], rows, hd),
+                        Accum::Replace,
+                        MatRef::from_row_major_slice(dpm, rows, n),
+                        MatRef::from_row_major_slice(kt, n, hd),
+                        scale,
+                        Par::Seq,
+                    );
+                    matmul(
+                        MatMut::from_row_major_slice_mut(&mut dk[k0 * hd..end * hd], n, hd),
+                        Accum::Add,
+                        MatRef::from_row_major_slice(dpm, rows, n).transpose(),
+                        MatRef::from_row_major_slice(qt, rows, hd),
+                        scale,
+                        Par::Seq,
+                    );
+                }
             }
             (dq, dk, dv)
         })
@@ -364,6 +360,7 @@ mod tests {
             (7, 4, 2, 4, None),
             (9, 2, 1, 6, Some(3)),
             (70, 2, 2, 4, None),
+            (150, 2, 1, 4, Some(40)),
         ] {
             let width = (nh + 2 * nkv) * hd;
             let qkv = fill(s * width, s);
