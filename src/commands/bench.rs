@@ -199,12 +199,7 @@ pub fn compress(
     let (mut used_samples, mut used_seq) = (0, 0);
     for recipe in recipes {
         let (mut plan, text) = super::compress::plan_for(&runner, recipe)?;
-        if let Some(s) = samples {
-            plan.calibration.samples = s;
-        }
-        if let Some(s) = seq_len {
-            plan.calibration.seq_len = s;
-        }
+        plan.override_calibration(samples, seq_len);
         plan.eval = None;
         if forward_seconds.is_nan() {
             let calib: CalibrationSet =

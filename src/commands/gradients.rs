@@ -32,12 +32,7 @@ fn calibration(
     seq_len: Option<usize>,
 ) -> Result<crate::calib::CalibrationSet> {
     let (mut plan, _) = super::compress::plan_for(runner, recipe)?;
-    if let Some(s) = samples {
-        plan.calibration.samples = s;
-    }
-    if let Some(s) = seq_len {
-        plan.calibration.seq_len = s;
-    }
+    plan.override_calibration(samples, seq_len);
     plan.check_inputs()?;
     crate::pipeline::compress::load_calibration(runner, &plan)
 }

@@ -262,6 +262,13 @@ mod tests {
         (arch, w)
     }
 
+    /// A block input and an output gradient of `n` values each.
+    fn input_and_gradient(n: usize) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..n).map(|i| ((i * 13 % 17) as f32 - 8.0) / 6.0).collect();
+        let g = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+        (x, g)
+    }
+
     /// `L(x) = Σ block(x) ⊙ g`: the vjp's input gradient and a weight gradient against central
     /// differences of the host forward (f64 differences of an f32 forward, so loose).
     #[test]
@@ -271,12 +278,7 @@ mod tests {
         let ad = autodiff_device(&host);
         let seq = 5;
         let d = 8;
-        let x: Vec<f32> = (0..seq * d)
-            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 6.0)
-            .collect();
-        let g: Vec<f32> = (0..seq * d)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
-            .collect();
+        let (x, g) = input_and_gradient(seq * d);
         let rope_ad = Rope::new(&arch.cfg, seq, &ad);
         let rope = Rope::new(&arch.cfg, seq, &host);
         let mut block = arch.build_block(&w, &ad).unwrap();
@@ -339,12 +341,7 @@ mod tests {
         let ad = autodiff_device(&host);
         let seq = 70;
         let d = 8;
-        let x: Vec<f32> = (0..seq * d)
-            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 6.0)
-            .collect();
-        let g: Vec<f32> = (0..seq * d)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
-            .collect();
+        let (x, g) = input_and_gradient(seq * d);
         let roles: Vec<LinearRole> = w.linears.iter().map(|(s, _, _)| s.id.role).collect();
         for variant in 0..3 {
             let setup = |b: &mut DecoderBlock, dev: &Device| match variant {

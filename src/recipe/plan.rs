@@ -60,6 +60,17 @@ pub struct OdpPlan {
 pub const LEGACY_SPARSE_NOTE: &str = "export layout `{fmt}` is legacy: compressed-tensors ≥ 0.15 registers no compressor for it and transformers 5 cannot load it; compressed-tensors ≤ 0.14.0.1 (llm-compressor ≤ 0.10) decompresses it, and pare reads it back. Use `dense` for a checkpoint that transformers and vLLM load";
 
 impl Plan {
+    /// Replaces the calibration's sample count and sequence length where given (the
+    /// `--samples` / `--seq-len` flags of the benches and `pare gradients`).
+    pub fn override_calibration(&mut self, samples: Option<usize>, seq_len: Option<usize>) {
+        if let Some(s) = samples {
+            self.calibration.samples = s;
+        }
+        if let Some(s) = seq_len {
+            self.calibration.seq_len = s;
+        }
+    }
+
     /// Checks that the files the plan reads exist: a recipe error naming the recipe and the key
     /// (`calibration.text`, `eval.text`, `eval.tasks[1]`) for the first that does not.
     pub fn check_inputs(&self) -> Result<()> {

@@ -63,7 +63,7 @@ fn gblm_resolves_its_gradient_source_and_owl_n_of_m() {
         g.gradients,
         crate::compress::GradientSource::Pass { alpha: 100.0 }
     );
-    assert_eq!(g.pattern, Some(NofM { n: 2, m: 4 }));
+    assert_eq!(g.select.pattern, Some(NofM { n: 2, m: 4 }));
     let (k, m) = recipe_err(plan(&steps(
         "  - gblm: { sparsity: 0.5, gradients: g.safetensors, alpha: 10 }\n",
     )));
@@ -81,7 +81,7 @@ fn gblm_resolves_its_gradient_source_and_owl_n_of_m() {
     let Method::Gblm(g) = &p.steps[0].method else {
         panic!()
     };
-    let owl = g.owl.unwrap();
+    let owl = g.select.owl.unwrap();
     assert_eq!((owl.lambda, owl.pattern), (2.0, Some(NofM { n: 4, m: 8 })));
     let (k, m) = recipe_err(plan(&steps(
         "  - wanda: { pattern: \"2:4\", profile: { owl: { lambda: 2.5 } } }\n",

@@ -26,18 +26,18 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::allocate::Profiler;
-use crate::allocate::owl::{self, Owl, ProfileSpec};
+use crate::allocate::owl::ProfileSpec;
 use crate::compress::MethodSpec;
 use crate::compress::kit::select::tail_note;
 use crate::compress::spec::ResolveCtx;
+use crate::compress::wanda;
 use crate::compress::{
-    CompressedLinear, Compressor, GradientSource, LinearInput, LinearOutput, MethodKind, NofM,
-    pattern_name,
+    CompressedLinear, Compressor, GradientSource, LinearInput, LinearOutput, MethodKind,
 };
 use crate::error::Result;
 use crate::gradients::DEFAULT_ALPHA;
 use crate::id::LinearId;
-use crate::stats::{StatKind, StatSet};
+use crate::stats::StatSet;
 
 /// The name recipes use.
 pub const NAME: &str = "gblm";
@@ -70,15 +70,13 @@ pub struct Spec {
     pub ignore: Option<Vec<String>>,
 }
 
-/// Checked GBLM parameters.
+/// Checked GBLM parameters: Wanda's (sparsity, pattern, OWL; the same selection) and where the
+/// gradients come from.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Params {
-    pub sparsity: f32,
-    #[serde(serialize_with = "pattern_name")]
-    pub pattern: Option<NofM>,
+    #[serde(flatten)]
+    pub select: wanda::Params,
     pub gradients: GradientSource,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owl: Option<Owl>,
 }
 
 impl MethodSpec for Spec {
@@ -89,8 +87,14 @@ impl MethodSpec for Spec {
     }
 
     fn resolve(&self, ctx: &ResolveCtx<'_>) -> Result<Params> {
-        let (sparsity, pattern) = ctx.prune(self.sparsity, self.pattern.as_deref())?;
-        let owl = owl::resolve(ctx, self.profile.as_ref(), sparsity, pattern)?;
+        let select = wanda::Spec {
+            sparsity: self.sparsity,
+            pattern: self.pattern.clone(),
+            profile: self.profile.clone(),
+            targets: None,
+            ignore: None,
+        }
+        .resolve(ctx)?;
         let gradients = match (&self.gradients, self.alpha) {
             (Some(_), Some(_)) => {
                 return Err(ctx.err(
@@ -125,36 +129,25 @@ impl MethodSpec for Spec {
                 }
             }
         };
-        Ok(Params {
-            sparsity,
-            pattern,
-            gradients,
-            owl,
-        })
+        Ok(Params { select, gradients })
     }
 }
 
 impl Compressor for Params {
     fn fallback(&self) -> Option<crate::compress::Method> {
-        Some(crate::compress::magnitude::Params::fallback(
-            self.sparsity,
-            self.pattern,
-            self.owl,
-        ))
+        self.select.fallback()
     }
 
     fn kind(&self) -> MethodKind {
-        MethodKind::Prune {
-            pattern: owl::step_pattern(self.pattern, self.owl),
-        }
+        self.select.kind()
     }
 
     fn stats(&self) -> StatSet {
-        StatSet::of(&[StatKind::SqNorms])
+        self.select.stats()
     }
 
     fn profilers(&self, step: usize, targets: &[LinearId]) -> Vec<Box<dyn Profiler>> {
-        owl::profilers(self.owl, step, self.sparsity, targets)
+        self.select.profilers(step, targets)
     }
 
     fn gradients(&self) -> Option<GradientSource> {
@@ -166,7 +159,7 @@ impl Compressor for Params {
         let g = input.gradients()?;
         let mut out = input.weight().clone();
         let mut notes = Vec::new();
-        match input.pattern(self.pattern) {
+        match input.pattern(self.select.pattern) {
             Some(nm) => {
                 math::prune_rows_n_of_m(&mut out.data, out.cols, &norms, g, nm);
                 notes.extend(tail_note(out.cols, nm));
@@ -176,7 +169,7 @@ impl Compressor for Params {
                 out.cols,
                 &norms,
                 g,
-                input.sparsity(self.sparsity),
+                input.sparsity(self.select.sparsity),
             ),
         }
         Ok(LinearOutput::new(CompressedLinear::pruned(out)).with_notes(notes))
@@ -186,16 +179,19 @@ impl Compressor for Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compress::NofM;
     use crate::compress::testing::{fixture_with, run};
     use crate::matrix::Matrix;
     use crate::stats::tests::{correlated_x, rand_vec, stats_of};
 
     fn params(sparsity: f32, pattern: Option<NofM>) -> Params {
         Params {
-            sparsity,
-            pattern,
+            select: crate::compress::wanda::Params {
+                sparsity,
+                pattern,
+                owl: None,
+            },
             gradients: GradientSource::Pass { alpha: 100.0 },
-            owl: None,
         }
     }
 
@@ -221,7 +217,7 @@ mod tests {
             let c = run(&p, &f).linear.weight;
             for r in 0..rows {
                 assert_ne!(c.row(r)[0], 0.0, "row {r}");
-                assert_eq!(c.row(r).iter().filter(|v| **v == 0.0).count(), d * 3 / 4 - if p.pattern.is_some() { d / 4 } else { 0 });
+                assert_eq!(c.row(r).iter().filter(|v| **v == 0.0).count(), d * 3 / 4 - if p.select.pattern.is_some() { d / 4 } else { 0 });
             }
         }
     }
