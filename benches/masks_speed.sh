@@ -7,6 +7,9 @@
 #   benches/masks_speed.sh           # about 40 minutes on 2 cores, most of it MaskLLM at 2000
 #   ITERS="100 2000" benches/masks_speed.sh   # the run in the README (about 25 minutes)
 #   ITERS="100 500" benches/masks_speed.sh
+# MaskLLM end to end runs E2E_ITERS iterations (default 20) of 4 sequences: each is a forward and
+# a backward of the whole model on them plus the Gumbel-softmax of every linear, so its time over
+# one forward grows linearly from the prior's profile pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -30,5 +33,8 @@ recipe wanda-70-dsnot 'wanda: { sparsity: 0.7 }' 'dsnot: {}'
 recipe sparsegpt-2of4 'sparsegpt: { pattern: "2:4" }'
 for it in ${ITERS:-100 500 2000}; do
   recipe "maskllm-2of4-it$it" "maskllm: { pattern: \"2:4\", iterations: $it }"
+done
+for it in ${E2E_ITERS:-20}; do
+  recipe "maskllm-2of4-e2e-it$it" "maskllm: { pattern: \"2:4\", mode: end-to-end, iterations: $it }"
 done
 "$PARE" --quiet bench compress --model "$SHARED/models/tiny-llama" --samples 128 --seq-len 512 "${args[@]}" "$@"

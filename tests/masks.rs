@@ -94,3 +94,29 @@ fn maskllm_learns_exact_masks_and_with_reconstruction_beats_sparsegpt() {
         "reconstruction {p_rec} vs mask only {p_mask}"
     );
 }
+
+#[test]
+fn maskllm_end_to_end_learns_exact_masks_that_beat_sparsegpt_and_the_layer_mode() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dense = read_linears(&stories());
+    let (p_sg, _) = run(tmp.path(), "sg", &["sparsegpt: { pattern: \"2:4\" }"]);
+    let (p_layer, _) = run(
+        tmp.path(),
+        "ml-rec",
+        &["maskllm: { pattern: \"2:4\", reconstruct: true }"],
+    );
+    let (p_e2e, l_e2e) = run(
+        tmp.path(),
+        "ml-e2e",
+        &["maskllm: { pattern: \"2:4\", mode: end-to-end, iterations: 50 }"],
+    );
+    for (id, m) in &l_e2e {
+        assert!(m.satisfies_n_of_m(2, 4), "{id}");
+        assert_eq!(m.sparsity(), 0.5, "{id}");
+    }
+    only_mask_changed(&dense, &l_e2e);
+    // Measured: SparseGPT 2:4 33.6, layer MaskLLM + OBS 29.7, end to end (50 iterations of 4
+    // sequences, distillation) 13.9.
+    assert!(p_e2e < p_layer, "end to end {p_e2e} vs layer {p_layer}");
+    assert!(p_e2e < 0.6 * p_sg, "end to end {p_e2e} vs SparseGPT {p_sg}");
+}

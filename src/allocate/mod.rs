@@ -54,6 +54,10 @@ pub struct Allocation {
     /// and checked against the model by the pre-pass.
     #[serde(skip)]
     pub gradients: BTreeMap<usize, std::sync::Arc<crate::gradients::GradientFile>>,
+    /// Masks learned before the block loop (end-to-end MaskLLM), by step index and linear,
+    /// `[out, in]` row-major, `true` = pruned; a profiler leaves the prior here first.
+    #[serde(skip)]
+    pub masks: BTreeMap<usize, BTreeMap<LinearId, Vec<bool>>>,
 }
 
 impl Allocation {

@@ -76,6 +76,12 @@ pub trait Compressor {
     fn gradients(&self) -> Option<GradientSource> {
         None
     }
+    /// MaskLLM's end-to-end mode: the step whose masks the pre-pass learns on the whole
+    /// model's loss ([`crate::pipeline::mask_training`]); the block loop hands each linear its
+    /// mask ([`LinearInput::learned_mask`]).
+    fn end_to_end(&self) -> Option<&maskllm::Params> {
+        None
+    }
 }
 
 /// Where a step's gradient artefact ([`crate::gradients`]) comes from.

@@ -18,6 +18,8 @@ pub struct Fixture {
     pub settings: LinearSettings,
     /// The linear's gradient magnitudes (GBLM), `[out, in]`.
     pub gradients: Option<Vec<f32>>,
+    /// A mask learned before the block loop (end-to-end MaskLLM), `true` = pruned.
+    pub mask: Option<Vec<bool>>,
 }
 
 impl Fixture {
@@ -31,6 +33,7 @@ impl Fixture {
             settings: &self.settings,
             scale_dtype: ScaleDtype::F32,
             gradients: self.gradients.as_deref(),
+            mask: self.mask.as_deref(),
         }
     }
 }
@@ -43,6 +46,7 @@ pub fn fixture(w: &Matrix) -> Fixture {
         stats: Stats::default(),
         settings: LinearSettings::default(),
         gradients: None,
+        mask: None,
     }
 }
 

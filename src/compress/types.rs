@@ -176,6 +176,9 @@ pub struct LinearInput<'a> {
     /// This linear's slice of the gradient artefact (`[out, in]` row-major), for a step whose
     /// method asks for one ([`crate::compress::Compressor::gradients`]).
     pub gradients: Option<&'a [f32]>,
+    /// This linear's mask learned before the block loop (`[out, in]`, `true` = pruned), for a
+    /// step that learns masks end to end ([`crate::compress::Compressor::end_to_end`]).
+    pub mask: Option<&'a [bool]>,
 }
 
 impl LinearInput<'_> {
@@ -220,6 +223,23 @@ impl LinearInput<'_> {
             ))),
             None => Err(crate::error::PareError::Internal(
                 "no gradient artefact was loaded for this step".into(),
+            )),
+        }
+    }
+
+    /// The mask learned for this linear before the block loop, checked against its size.
+    pub fn learned_mask(&self) -> Result<&[bool]> {
+        let w = &self.current.weight;
+        match self.mask {
+            Some(m) if m.len() == w.rows * w.cols => Ok(m),
+            Some(m) => Err(crate::error::PareError::Internal(format!(
+                "the learned mask holds {} entries for a [{}, {}] weight",
+                m.len(),
+                w.rows,
+                w.cols
+            ))),
+            None => Err(crate::error::PareError::Internal(
+                "no mask was learned for this linear".into(),
             )),
         }
     }

@@ -422,4 +422,46 @@ mod tests {
             "the last position predicts nothing"
         );
     }
+
+    /// Distillation at the head: zero against itself, and its gradient matches central
+    /// differences of the loss.
+    #[test]
+    fn host_distillation_matches_finite_differences() {
+        let host = Device::flex();
+        let (v, d, s) = (11, 8, 5);
+        let head: Vec<f32> = (0..v * d)
+            .map(|i| ((i * 29 % 23) as f32 - 11.0) / 9.0)
+            .collect();
+        let ends = Ends::new(
+            Matrix::from_vec(v, d, head.clone()),
+            RmsNorm::new((0..d).map(|i| 0.7 + 0.05 * i as f32).collect(), 1e-5, &host),
+            Linear::new(&Matrix::from_vec(v, d, head), None, &host),
+            &host,
+        );
+        let h: Vec<f32> = (0..s * d)
+            .map(|i| ((i * 7 % 19) as f32 - 9.0) / 5.0)
+            .collect();
+        let teacher: Vec<f32> = (0..s * d)
+            .map(|i| ((i * 11 % 17) as f32 - 8.0) / 4.0)
+            .collect();
+        let (l0, g0) = ends.distill_loss_and_grad_host(&teacher, &teacher).unwrap();
+        assert!(l0.abs() < 1e-9 && g0.iter().all(|x| x.abs() < 1e-7), "{l0}");
+        let (l, g) = ends.distill_loss_and_grad_host(&h, &teacher).unwrap();
+        assert!(l > 0.01, "{l}");
+        for j in [0usize, 9, 17, 39] {
+            let e = 1e-2f32;
+            let mut hp = h.clone();
+            hp[j] += e;
+            let mut hm = h.clone();
+            hm[j] -= e;
+            let lp = ends.distill_loss_and_grad_host(&hp, &teacher).unwrap().0;
+            let lm = ends.distill_loss_and_grad_host(&hm, &teacher).unwrap().0;
+            let fd = (lp - lm) / (2.0 * e as f64);
+            assert!(
+                (fd - g[j] as f64).abs() < 1e-3 * fd.abs().max(1e-2),
+                "{j}: fd {fd} vs {}",
+                g[j]
+            );
+        }
+    }
 }

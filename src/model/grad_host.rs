@@ -221,16 +221,64 @@ impl super::Ends {
             }
             row[target] -= (1.0 / n) as f32;
         }
-        let mut d_hn = vec![0f32; (s - 1) * d];
-        matmul_nn(&logits, &self.head.w.data, s - 1, v, d, &mut d_hn, false);
         let mut dh = vec![0f32; s * d];
-        rms_norm_backward(
-            &h[..(s - 1) * d],
-            self.norm.host(),
-            eps,
-            &d_hn,
-            &mut dh[..(s - 1) * d],
-        );
+        self.head_backward(&h[..(s - 1) * d], &logits, &mut dh[..(s - 1) * d]);
+        Ok((loss / n, dh))
+    }
+
+    /// The gradient at the hidden states `h` (`[rows, hidden]`) of the final norm and head,
+    /// given the logits' gradient `dlogits` (`[rows, vocab]`), into `dh`.
+    fn head_backward(&self, h: &[f32], dlogits: &[f32], dh: &mut [f32]) {
+        let (d, v) = (self.hidden, self.head.w.rows);
+        let rows = h.len() / d.max(1);
+        let mut d_hn = vec![0f32; rows * d];
+        matmul_nn(dlogits, &self.head.w.data, rows, v, d, &mut d_hn, false);
+        rms_norm_backward(h, self.norm.host(), self.norm.eps() as f32, &d_hn, dh);
+    }
+
+    /// Knowledge distillation at the head: the mean over positions of
+    /// `KL(p_teacher ‖ p_student)` (nats), with `p = softmax(head(norm(h)))`, of one sequence's
+    /// student hidden states `h` against the teacher's `teacher` (both `[seq, hidden]`), and its
+    /// gradient at `h`: the logits' gradient is `(p_student − p_teacher) / seq`.
+    pub fn distill_loss_and_grad_host(
+        &self,
+        h: &[f32],
+        teacher: &[f32],
+    ) -> Result<(f64, Vec<f32>)> {
+        let d = self.hidden;
+        let v = self.head.w.rows;
+        let s = h.len() / d.max(1);
+        if s == 0 || h.len() != s * d || teacher.len() != h.len() {
+            return Err(PareError::Internal(format!(
+                "distill_loss_and_grad_host: {} student and {} teacher hidden values of width {d}",
+                h.len(),
+                teacher.len()
+            )));
+        }
+        let eps = self.norm.eps() as f32;
+        let mut ls = forward(&self.head, &rms_norm(h, self.norm.host(), eps), s);
+        let lt = forward(&self.head, &rms_norm(teacher, self.norm.host(), eps), s);
+        let n = s as f64;
+        let mut loss = 0f64;
+        let log_softmax = |row: &[f32]| -> Vec<f64> {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let lse = row
+                .iter()
+                .map(|x| ((*x - m) as f64).exp())
+                .sum::<f64>()
+                .ln();
+            row.iter().map(|x| (*x - m) as f64 - lse).collect()
+        };
+        for (rs, rt) in ls.chunks_exact_mut(v).zip(lt.chunks_exact(v)) {
+            let (qs, qt) = (log_softmax(rs), log_softmax(rt));
+            for ((x, a), b) in rs.iter_mut().zip(&qs).zip(&qt) {
+                let pt = b.exp();
+                loss += pt * (b - a);
+                *x = ((a.exp() - pt) / n) as f32;
+            }
+        }
+        let mut dh = vec![0f32; s * d];
+        self.head_backward(h, &ls, &mut dh);
         Ok((loss / n, dh))
     }
 }

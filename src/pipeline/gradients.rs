@@ -23,16 +23,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::Tensor;
 use serde::Serialize;
 
+use super::backward::{BackwardHooks, backward_chunk};
 use super::{ModelRunner, Progress};
 use crate::calib::CalibrationSet;
 use crate::compress::GradientSource;
 use crate::error::{PareError, Result};
 use crate::gradients::{FORMAT, GradientFile, GradientWriter, model_fingerprint, tensor_name};
 use crate::model::grad::{HeadLoss, autodiff_device};
-use crate::model::{NoTap, Rope, on_host, to_host};
+use crate::model::on_host;
 
 /// Kept block inputs per chunk of sequences, in bytes.
 pub const ACTIVATION_BUDGET: usize = 256 << 20;
@@ -50,6 +50,34 @@ pub struct GradientSummary {
     pub chunk: usize,
     pub seconds: f64,
     pub notes: Vec<String>,
+}
+
+/// Adds each sequence's `(α g)²` into the artefact and drops a block's share from memory once
+/// the block is done.
+struct Accumulate<'a> {
+    writer: &'a mut GradientWriter,
+}
+
+impl BackwardHooks for Accumulate<'_> {
+    fn wants(&self, _: &crate::arch::LinearSlot) -> bool {
+        true
+    }
+
+    fn gradient(
+        &mut self,
+        _: usize,
+        slot: &crate::arch::LinearSlot,
+        g: &crate::matrix::Matrix,
+    ) -> Result<()> {
+        self.writer.add_squared(&tensor_name(slot), g)
+    }
+
+    fn block_done(&mut self, _: usize, slots: &[crate::arch::LinearSlot]) -> Result<()> {
+        for slot in slots {
+            self.writer.release(&tensor_name(slot))?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs the pass over `calib` and writes the artefact to `dest` (temporary name, renamed once
@@ -110,96 +138,19 @@ pub fn gradient_pass(
     let ad = autodiff_device(&runner.device);
     // The head's loss on the host reads the model's own head; elsewhere a copy on `ad`.
     let head = (!on_host(&runner.device)).then(|| HeadLoss::new(&runner.ends, &ad));
-    let rope = Rope::new(cfg, seq, &runner.device);
-    let rope_ad = Rope::new(cfg, seq, &ad);
+    let mut loss = |_: usize, s: &[u32], hv: Vec<f32>| match &head {
+        Some(head) => head.loss_and_grad(hv, s),
+        None => runner.ends.loss_and_grad_host(&hv, s),
+    };
     let per_seq = n_blocks * seq * d * 4;
     let chunk = (ACTIVATION_BUDGET / per_seq.max(1)).clamp(1, calib.ids.len());
     let mut loss_sum = 0f64;
     progress.start("gradients", (calib.ids.len() * n_blocks * 2) as u64);
+    let mut hooks = Accumulate {
+        writer: &mut writer,
+    };
     for ids in calib.ids.chunks(chunk) {
-        crate::interrupt::check()?;
-        // 1. Forward, keeping every block's input per sequence.
-        let mut h: Vec<Tensor<3>> = ids
-            .iter()
-            .map(|s| runner.ends.embed(std::slice::from_ref(s)))
-            .collect::<Result<_>>()?;
-        let mut kept: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(n_blocks); ids.len()];
-        for b in 0..n_blocks {
-            let (block, _) = runner.load_block(b)?;
-            for (hs, k) in h.iter_mut().zip(kept.iter_mut()) {
-                k.push(to_host(hs.clone().reshape([seq, d]))?);
-                *hs = block.forward(hs.clone(), &rope, &mut NoTap)?;
-            }
-            for _ in ids {
-                progress.step();
-            }
-        }
-        // 2. Loss and its gradient at the final hidden states.
-        let mut g = Vec::with_capacity(ids.len());
-        for (hs, s) in h.into_iter().zip(ids) {
-            let hv = to_host(hs.reshape([seq, d]))?;
-            let (loss, gl) = match &head {
-                Some(head) => head.loss_and_grad(hv, s)?,
-                None => runner.ends.loss_and_grad_host(&hv, s)?,
-            };
-            if !loss.is_finite() {
-                return Err(PareError::Numerical(format!(
-                    "the calibration loss is {loss}; the model's forward is not finite"
-                )));
-            }
-            loss_sum += loss;
-            g.push(gl);
-        }
-        // 3. Backward, block by block in reverse.
-        for b in (0..n_blocks).rev() {
-            crate::interrupt::check()?;
-            let w = runner
-                .arch
-                .read_block(&runner.store, b, runner.qcfg.as_ref())?;
-            // Dense blocks on the host: pare's backward kernels; otherwise burn's autodiff.
-            let host = on_host(&runner.device) && !cfg.is_moe_block(b);
-            let (mut block, block_slots) = runner
-                .arch
-                .into_block(w, if host { &runner.device } else { &ad })?;
-            if !host {
-                block.track_linears()?;
-            }
-            let roles: Vec<_> = block_slots
-                .iter()
-                .filter(|s| !matches!(s.id.role, crate::id::LinearRole::Router))
-                .map(|s| s.id.role)
-                .collect();
-            for (gs, k) in g.iter_mut().zip(kept.iter_mut()) {
-                let x = k
-                    .pop()
-                    .ok_or_else(|| PareError::Internal(format!("no kept input for block {b}")))?;
-                let gy = std::mem::take(gs);
-                let out = match host {
-                    true => block
-                        .vjp_host(&x, &gy, seq, &rope, &roles)?
-                        .ok_or_else(|| PareError::Internal(format!("block {b} is not dense")))?,
-                    false => block.vjp(x, gy, seq, &rope_ad, &roles)?,
-                };
-                for (role, gm) in &out.linears {
-                    let slot = block_slots
-                        .iter()
-                        .find(|s| s.id.role == *role)
-                        .ok_or_else(|| PareError::Internal(format!("no slot for {role:?}")))?;
-                    if gm.data.iter().any(|v| !v.is_finite()) {
-                        return Err(PareError::Numerical(format!(
-                            "the gradient of {} is not finite",
-                            slot.id
-                        )));
-                    }
-                    writer.add_squared(&tensor_name(slot), gm)?;
-                }
-                *gs = out.input;
-                progress.step();
-            }
-            for slot in &block_slots {
-                writer.release(&tensor_name(slot))?;
-            }
-        }
+        loss_sum += backward_chunk(runner, ids, &mut hooks, &mut loss, progress)?;
     }
     progress.finish();
     let mean_loss = loss_sum / calib.ids.len() as f64;

@@ -6,9 +6,11 @@ pub mod runner;
 
 pub use progress::{Progress, Silent};
 pub use runner::ModelRunner;
+pub mod backward;
 pub mod compress;
 pub mod gradients;
 pub mod lm;
+pub mod mask_training;
 pub mod profile;
 
 pub use compress::{CompressOutcome, compress};

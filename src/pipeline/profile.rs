@@ -29,7 +29,8 @@ use crate::stats::{StatSet, StatsTap};
 ///
 /// Steps that score with gradients (GBLM) get their artefact here too
 /// ([`super::gradients::open_for_plan`]); a pass computed for this run is written beside `out`
-/// while it runs.
+/// while it runs. Steps that learn masks end to end (MaskLLM) are trained here, after the
+/// profile pass that gives their priors ([`super::mask_training::train`]).
 pub fn allocate(
     runner: &ModelRunner,
     plan: &Plan,
@@ -56,13 +57,30 @@ pub fn allocate(
     let mut allocation = Allocation::default();
     allocation.gradients =
         super::gradients::open_for_plan(runner, plan, out, &mut allocation.profiles, progress)?;
-    if profilers.is_empty() {
-        return Ok(allocation);
+    if !profilers.is_empty() {
+        profile_pass(runner, plan, &mut profilers, progress)?;
+        for p in profilers {
+            for note in p.finish(&mut allocation)? {
+                progress.warn(&note);
+            }
+        }
     }
-    profile_pass(runner, plan, &mut profilers, progress)?;
-    for p in profilers {
-        for note in p.finish(&mut allocation)? {
-            progress.warn(&note);
+    // End-to-end MaskLLM: the masks are learned now, from the priors the profilers left.
+    for (i, step) in plan.steps.iter().enumerate() {
+        if let Some(params) = step.method.compressor().end_to_end() {
+            let s = super::mask_training::train(
+                runner,
+                plan,
+                i,
+                params,
+                &step.targets,
+                &mut allocation,
+                progress,
+            )?;
+            progress.warn(&format!(
+                "steps[{i}]: MaskLLM end to end over {} linears, {} iterations of {} sequences in {:.1} s ({:?} loss {:.4} → {:.4})",
+                s.linears, s.iterations, s.batch, s.seconds, s.loss, s.loss_first, s.loss_last
+            ));
         }
     }
     Ok(allocation)

@@ -89,3 +89,81 @@ fn gblm_resolves_its_gradient_source_and_owl_n_of_m() {
     assert_eq!(k, "steps[0].wanda.profile.owl.lambda");
     assert!(m.contains("(0, 2]"), "{m}");
 }
+
+#[test]
+fn maskllm_end_to_end_resolves_and_refuses_what_it_cannot_do() {
+    use crate::compress::maskllm::{EndToEnd, Loss, end_to_end};
+    let p = plan(&steps(
+        "  - maskllm: { pattern: \"2:4\", mode: end-to-end }\n",
+    ))
+    .unwrap();
+    let Method::MaskLlm(m) = &p.steps[0].method else {
+        panic!("{:?}", p.steps[0].method)
+    };
+    assert_eq!(
+        m.end_to_end,
+        Some(EndToEnd {
+            batch: 4,
+            loss: Loss::Distill
+        })
+    );
+    assert_eq!(m.schedule.iterations, end_to_end::ITERATIONS);
+    assert_eq!(m.schedule.lr, end_to_end::LR as f32);
+    // Without reconstruction the block loop gathers nothing for it.
+    use crate::compress::Compressor;
+    assert_eq!(m.stats(), crate::stats::StatSet::EMPTY);
+    let p = plan(&steps(
+        "  - maskllm: { pattern: \"2:4\", mode: end-to-end, loss: lm, batch: 2, reconstruct: true }\n",
+    ))
+    .unwrap();
+    let Method::MaskLlm(m) = &p.steps[0].method else {
+        panic!()
+    };
+    assert_eq!(
+        m.end_to_end,
+        Some(EndToEnd {
+            batch: 2,
+            loss: Loss::Lm
+        })
+    );
+    assert_ne!(m.stats(), crate::stats::StatSet::EMPTY);
+    // The layer mode keeps its own defaults and refuses the end-to-end fields.
+    let p = plan(&steps("  - maskllm: { pattern: \"2:4\" }\n")).unwrap();
+    let Method::MaskLlm(m) = &p.steps[0].method else {
+        panic!()
+    };
+    assert_eq!((m.end_to_end, m.schedule.iterations), (None, 300));
+    for (body, key, want) in [
+        (
+            "pattern: \"2:4\", batch: 2",
+            "steps[0].maskllm.batch",
+            "end-to-end",
+        ),
+        (
+            "pattern: \"2:4\", loss: lm",
+            "steps[0].maskllm.loss",
+            "end-to-end",
+        ),
+        (
+            "pattern: \"2:4\", mode: end-to-end, prior: previous",
+            "steps[0].maskllm.prior",
+            "before the block loop",
+        ),
+        (
+            "pattern: \"2:4\", mode: end-to-end, compensate: true",
+            "steps[0].maskllm.compensate",
+            "layer mode",
+        ),
+        (
+            "pattern: \"2:4\", mode: end-to-end, batch: 0",
+            "steps[0].maskllm.batch",
+            "at least 1",
+        ),
+    ] {
+        let (k, m) = recipe_err(plan(&steps(&format!("  - maskllm: {{ {body} }}\n"))));
+        assert_eq!(k, key, "{body}");
+        assert!(m.contains(want), "{body}: {m}");
+    }
+    let e = plan(&steps("  - maskllm: { pattern: \"2:4\", mode: global }\n"));
+    assert!(e.is_err());
+}

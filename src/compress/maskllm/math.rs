@@ -76,6 +76,13 @@ impl Schedule {
     }
 }
 
+/// `x`, or 0 below 1e-18 in magnitude: its square would be subnormal (below f32's 1.2e-38), which
+/// runs on the CPU's slow path, and against Adam's ε = 1e-5 such a moment moves no logit.
+#[inline]
+fn flush(x: f32) -> f32 {
+    if x.abs() < 1e-18 { 0.0 } else { x }
+}
+
 /// Adam's constants as the reference's training scripts (β = (0.9, 0.95), ε = 1e-5).
 const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.95;
@@ -265,6 +272,18 @@ pub struct Buffers {
 }
 
 impl Buffers {
+    /// What [`sample`] and [`update_logits`] need (no layer-loss work buffer): the end-to-end
+    /// trainer's per-linear state.
+    pub fn for_sampling(ml: &MaskLogits, d: usize) -> Self {
+        let n = ml.rows * d;
+        Self {
+            p: vec![0.0; ml.logits.len()],
+            mask: vec![0.0; n],
+            dw: Vec::new(),
+            g: vec![0.0; n],
+        }
+    }
+
     pub fn new(ml: &MaskLogits, d: usize) -> Self {
         let n = ml.rows * d;
         Self {
@@ -297,24 +316,12 @@ impl Norms {
     }
 }
 
-/// One Adam step at iteration `t` (0-based) of `sched`: samples Gumbel noise (seeded by
-/// `seed`, `t` and the row, so results do not depend on the thread count), forms the soft
-/// mask, the loss and its gradient with respect to the logits, and updates them.
-#[allow(clippy::too_many_arguments)]
-pub fn step(
-    ml: &mut MaskLogits,
-    w: &[f32],
-    h: &[f32],
-    d: usize,
-    norms: &Norms,
-    sched: &Schedule,
-    t: usize,
-    seed: u64,
-    buf: &mut Buffers,
-) -> StepLoss {
+/// Samples the soft mask of iteration `t` into `buf`: Gumbel noise (seeded by `seed`, `t` and
+/// the row, so results do not depend on the thread count), the probabilities
+/// `p = softmax((κ π + g) / τ)` `[groups, K]` and the soft mask `M̃` `[rows, d]`.
+pub fn sample(ml: &MaskLogits, d: usize, sched: &Schedule, t: usize, seed: u64, buf: &mut Buffers) {
     let k = ml.cands.len();
     let (tau, kappa) = (sched.temperature_at(t), sched.scale_at(t));
-    let groups = ml.rows * ml.per_row;
     let per_row = ml.per_row;
     // p = softmax((κ π + g) / τ), g ~ Gumbel(0, 1).
     buf.p
@@ -333,14 +340,46 @@ pub fn step(
                 }
                 let mut s = 0.0;
                 for q in pg.iter_mut() {
-                    *q = (*q - hi).exp();
+                    // Flushed below e^-80 (f32's subnormals start near e^-87): such a
+                    // probability changes no sum, and subnormal soft-mask weights would run
+                    // the model's GEMMs on the CPU's slow path.
+                    let x = *q - hi;
+                    *q = if x > -80.0 { x.exp() } else { 0.0 };
                     s += *q;
                 }
                 pg.iter_mut().for_each(|q| *q /= s);
             }
         });
-    let _ = groups;
     ml.soft_mask(&buf.p, d, &mut buf.mask);
+}
+
+/// The soft mask [`sample`] left in `buf`, `[rows, d]`.
+pub fn soft_mask_of(buf: &Buffers) -> &[f32] {
+    &buf.mask
+}
+
+/// The mask's gradient slot in `buf` (`[rows, d]`): write `∂L/∂M̃` here before
+/// [`update_logits`].
+pub fn mask_grad_mut(buf: &mut Buffers) -> &mut [f32] {
+    &mut buf.g
+}
+
+/// One Adam step at iteration `t` (0-based) of `sched`: samples Gumbel noise (seeded by
+/// `seed`, `t` and the row, so results do not depend on the thread count), forms the soft
+/// mask, the loss and its gradient with respect to the logits, and updates them.
+#[allow(clippy::too_many_arguments)]
+pub fn step(
+    ml: &mut MaskLogits,
+    w: &[f32],
+    h: &[f32],
+    d: usize,
+    norms: &Norms,
+    sched: &Schedule,
+    t: usize,
+    seed: u64,
+    buf: &mut Buffers,
+) -> StepLoss {
+    sample(ml, d, sched, t, seed, buf);
     // E = W − (W + δ) ⊙ M̃ (δ = 0 without compensation).
     match &ml.delta {
         None => buf
@@ -371,7 +410,6 @@ pub fn step(
     let a = (scale * 2.0 / norms.dense) as f32;
     let b = (scale * 2.0 * sched.weight_reg_at(t) as f64 / norms.sq) as f32;
     let lr = sched.lr_at(t);
-    let wd = sched.weight_decay;
     let (c1, c2) = (
         1.0 - BETA1.powi(t as i32 + 1),
         1.0 - BETA2.powi(t as i32 + 1),
@@ -401,6 +439,23 @@ pub fn step(
                 });
         }
     }
+    update_logits(ml, d, sched, t, buf);
+    StepLoss { error, kept_energy }
+}
+
+/// Back-propagates `∂L/∂M̃` (in `buf`'s gradient slot, [`mask_grad_mut`]) through the convex
+/// combination of candidates and the Gumbel softmax of [`sample`] (same `t`), then takes one
+/// AdamW step on the logits.
+pub fn update_logits(ml: &mut MaskLogits, d: usize, sched: &Schedule, t: usize, buf: &Buffers) {
+    let k = ml.cands.len();
+    let per_row = ml.per_row;
+    let (tau, kappa) = (sched.temperature_at(t), sched.scale_at(t));
+    let lr = sched.lr_at(t);
+    let wd = sched.weight_decay;
+    let (c1, c2) = (
+        1.0 - BETA1.powi(t as i32 + 1),
+        1.0 - BETA2.powi(t as i32 + 1),
+    );
     // Back through the convex combination and the softmax, then Adam.
     let m = ml.nm.m;
     let n = ml.nm.n;
@@ -430,16 +485,15 @@ pub fn step(
                 let mean: f32 = pg.iter().zip(&dp).map(|(a, b)| a * b).sum();
                 let off = c * k;
                 for kk in 0..k {
-                    let grad = kt * pg[kk] * (dp[kk] - mean);
+                    let grad = flush(kt * pg[kk] * (dp[kk] - mean));
                     let j = off + kk;
-                    m1[j] = BETA1 * m1[j] + (1.0 - BETA1) * grad;
-                    m2[j] = BETA2 * m2[j] + (1.0 - BETA2) * grad * grad;
+                    m1[j] = flush(BETA1 * m1[j] + (1.0 - BETA1) * grad);
+                    m2[j] = flush(BETA2 * m2[j] + (1.0 - BETA2) * grad * grad);
                     let upd = (m1[j] / c1) / ((m2[j] / c2).sqrt() + EPS);
                     lg[j] -= lr * (upd + wd * lg[j]);
                 }
             }
         });
-    StepLoss { error, kept_energy }
 }
 
 #[cfg(test)]

@@ -1,11 +1,17 @@
-//! MaskLLM, layer-local (Fang et al., NeurIPS 2024; NVlabs/MaskLLM; ALGORITHMS.md §6): learns
-//! an N:M mask per linear by Gumbel-softmax over the C(M, N) candidate masks of each group of M
-//! consecutive input weights, with Adam on the logits only. Needs the layer Hessian.
+//! MaskLLM (Fang et al., NeurIPS 2024; NVlabs/MaskLLM; ALGORITHMS.md §6): learns an N:M mask
+//! per linear by Gumbel-softmax over the C(M, N) candidate masks of each group of M consecutive
+//! input weights, with Adam on the logits only.
 //!
-//! The reference trains all logits on the language-model loss over 2 B tokens on 64 GPUs.
-//! Here each linear's logits minimise its own reconstruction error `tr(ΔW H ΔWᵀ)` relative to
-//! the dense output (see [`math`]), computed from the Hessian the block loop gathers: no
-//! activation is stored and a linear costs one `[rows, d] × [d, d]` GEMM per iteration.
+//! The reference trains all logits on the language-model loss over 2 B tokens on 64 GPUs. Two
+//! modes here:
+//! * `mode: layer` (default, this module's `compress`): each linear's logits minimise its own
+//!   reconstruction error `tr(ΔW H ΔWᵀ)` relative to the dense output (see [`math`]), computed
+//!   from the Hessian the block loop gathers: no activation is stored and a linear costs one
+//!   `[rows, d] × [d, d]` GEMM per iteration.
+//! * `mode: end-to-end` ([`end_to_end`]): all logits together on the whole model's loss
+//!   (distillation against the dense model, or the reference's causal-LM loss) through the
+//!   streamed backward, before the block loop; the block loop applies the learned masks. The
+//!   options below hold for both unless said; `batch` and `loss` are end-to-end only.
 //!
 //! Recipe: `- maskllm: { pattern: "2:4", iterations: 300, prior: sparsegpt, reconstruct: true }`
 //! (`compensate: true` additionally learns a correction `δ` of the kept weights with the mask,
@@ -43,6 +49,7 @@
 //!   linear in f32 for 2:4 (1.5 GB for a 7B down projection; `compensate` adds 3 more). Each
 //!   iteration costs one `[rows, d] × [d, d]` GEMM plus O(weights · K) elementwise work.
 
+pub mod end_to_end;
 pub mod math;
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +80,28 @@ pub enum Prior {
     Magnitude,
     Previous,
     None,
+}
+
+/// What the logits are trained on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Each linear on its own reconstruction error from the Hessian (the block loop).
+    #[default]
+    Layer,
+    /// All targeted linears together on the whole model's loss, through the streamed backward
+    /// before the block loop ([`end_to_end`]).
+    EndToEnd,
+}
+
+/// The end-to-end loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// The causal-LM next-token cross-entropy (labels = inputs), as the reference.
+    Lm,
+    /// `KL(p_dense ‖ p_masked)` at every position against the dense model's own outputs.
+    Distill,
 }
 
 /// `maskllm:` as written.
@@ -119,6 +148,15 @@ pub struct Spec {
     /// Seed of the logits' initialisation and the Gumbel noise (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// `layer` (default) or `end-to-end`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// End-to-end: calibration sequences per iteration (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    /// End-to-end: `distill` (default) or `lm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<Loss>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,12 +175,138 @@ pub struct Params {
     pub compensate: bool,
     pub dampening: f32,
     pub seed: u64,
+    /// Set when the logits are trained end to end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_to_end: Option<EndToEnd>,
+}
+
+/// The end-to-end mode's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct EndToEnd {
+    /// Calibration sequences per iteration.
+    pub batch: usize,
+    pub loss: Loss,
 }
 
 impl Params {
     fn nm(&self) -> Result<NofM> {
         self.pattern
             .ok_or_else(|| PareError::Internal("maskllm without an N:M pattern".into()))
+    }
+
+    /// The prior mask of `w` (`[out, in]`; `true` = pruned) for a prior other than
+    /// `previous`: `h` is the input's Hessian (needed by `sparsegpt` and `wanda`), `factor`
+    /// SparseGPT's inverse factor of it.
+    fn prior_mask<'f>(
+        &self,
+        prior: Prior,
+        w: &crate::matrix::Matrix,
+        h: Option<&crate::matrix::Matrix>,
+        factor: &dyn Fn() -> Result<&'f crate::compress::kit::obs::InverseFactor>,
+    ) -> Result<Option<Vec<bool>>> {
+        let nm = self.nm()?;
+        let (rows, d) = (w.rows, w.cols);
+        let need_h = || {
+            h.ok_or_else(|| PareError::Internal(format!("the {prior:?} prior needs the Hessian")))
+        };
+        Ok(match prior {
+            Prior::None => None,
+            Prior::Previous => {
+                return Err(PareError::Internal(
+                    "the previous step's mask is not a prior computed here".into(),
+                ));
+            }
+            Prior::Magnitude | Prior::Wanda => {
+                let mut c = w.data.clone();
+                let scale: Vec<f32> = match prior {
+                    Prior::Wanda => {
+                        let h = need_h()?;
+                        (0..d).map(|j| h.get(j, j).max(0.0).sqrt()).collect()
+                    }
+                    _ => vec![1.0; d],
+                };
+                prune_n_of_m_rows(&mut c, d, nm, |j, v| v.abs() * scale[j]);
+                Some(c.iter().map(|v| *v == 0.0).collect())
+            }
+            Prior::Sparsegpt => {
+                need_h()?;
+                let f = factor()?;
+                let mut c = w.data.clone();
+                for &j in &f.dead {
+                    for r in 0..rows {
+                        c[r * d + j] = 0.0;
+                    }
+                }
+                let block = (128 / nm.m).max(1) * nm.m;
+                sparsegpt_sweep(&mut c, d, &f.u, block, MaskRule::NofM(nm));
+                Some(c.iter().map(|v| *v == 0.0).collect())
+            }
+        })
+    }
+
+    /// The layer mode: learns the mask of `input`'s linear on its Hessian `h` (`true` = pruned).
+    fn learn_layer<'f>(
+        &self,
+        input: &LinearInput<'_>,
+        h: &crate::matrix::Matrix,
+        factor: &dyn Fn() -> Result<&'f crate::compress::kit::obs::InverseFactor>,
+        notes: &mut Vec<String>,
+    ) -> Result<Vec<bool>> {
+        let nm = self.nm()?;
+        let w = input.original;
+        let (rows, d) = (w.rows, w.cols);
+        let prior: Option<Vec<bool>> = match self.prior {
+            Prior::Previous => Some(input.weight().data.iter().map(|v| *v == 0.0).collect()),
+            p => self.prior_mask(p, w, Some(h), factor)?,
+        };
+        let mut ml = math::MaskLogits::init(
+            rows,
+            d,
+            nm,
+            prior.as_deref(),
+            self.prior_strength,
+            linear_seed(self.seed, &input.id),
+        );
+        if self.compensate {
+            ml = ml.with_compensation(&w.data);
+        }
+        let norms = math::Norms::of(&w.data, &h.data, d);
+        let mut buf = math::Buffers::new(&ml, d);
+        let seed = linear_seed(self.seed ^ 0x5eed, &input.id);
+        for t in 0..self.schedule.iterations {
+            math::step(
+                &mut ml,
+                &w.data,
+                &h.data,
+                d,
+                &norms,
+                &self.schedule,
+                t,
+                seed,
+                &mut buf,
+            );
+        }
+        drop(buf);
+        let tail = if d % nm.m != 0 {
+            // The prior (or magnitude) decides the tail group.
+            notes.extend(tail_note(d, nm));
+            Some(self.tail_mask(w, prior.as_deref())?)
+        } else {
+            None
+        };
+        Ok(ml.hard_mask(d, tail.as_deref()))
+    }
+
+    /// The mask of the tail group (d_in not a multiple of M) from the prior, or by magnitude.
+    fn tail_mask(&self, w: &crate::matrix::Matrix, prior: Option<&[bool]>) -> Result<Vec<bool>> {
+        Ok(match prior {
+            Some(p) => p.to_vec(),
+            None => {
+                let mut c = w.data.clone();
+                prune_n_of_m_rows(&mut c, w.cols, self.nm()?, |_, v| v.abs());
+                c.iter().map(|v| *v == 0.0).collect()
+            }
+        })
     }
 }
 
@@ -183,6 +347,42 @@ impl MethodSpec for Spec {
             ));
         }
         let prior = self.prior.unwrap_or(Prior::Sparsegpt);
+        let mode = self.mode.unwrap_or_default();
+        let end_to_end = match mode {
+            Mode::Layer => {
+                for (field, set) in [("batch", self.batch.is_some()), ("loss", self.loss.is_some())] {
+                    if set {
+                        return Err(ctx.err(
+                            field,
+                            format!("`{field}` belongs to `mode: end-to-end`; the layer mode trains each linear on its Hessian"),
+                        ));
+                    }
+                }
+                None
+            }
+            Mode::EndToEnd => {
+                if prior == Prior::Previous {
+                    return Err(ctx.err(
+                        "prior",
+                        "`mode: end-to-end` trains before the block loop, when no earlier step has pruned yet; use `sparsegpt`, `wanda`, `magnitude` or `none`",
+                    ));
+                }
+                if self.compensate == Some(true) {
+                    return Err(ctx.err(
+                        "compensate",
+                        "`compensate` belongs to the layer mode; end to end, use `reconstruct: true` for SparseGPT's OBS update of the learned mask",
+                    ));
+                }
+                let batch = self.batch.unwrap_or(4);
+                if batch == 0 {
+                    return Err(ctx.err("batch", "batch must be at least 1 sequence (default 4)"));
+                }
+                Some(EndToEnd {
+                    batch,
+                    loss: self.loss.unwrap_or(Loss::Distill),
+                })
+            }
+        };
         if prior == Prior::Previous {
             let earlier = ctx.earlier_mask("maskllm with `prior: previous`")?;
             if earlier != Some(nm) {
@@ -197,11 +397,18 @@ impl MethodSpec for Spec {
                 "use `prior: previous` to start from that step's mask, or drop it",
             )?;
         }
-        let iterations = self.iterations.unwrap_or(300);
+        let (it0, lr0) = match mode {
+            Mode::Layer => (300, 0.01),
+            Mode::EndToEnd => (end_to_end::ITERATIONS, end_to_end::LR),
+        };
+        let iterations = self.iterations.unwrap_or(it0);
         if iterations == 0 {
-            return Err(ctx.err("iterations", "iterations must be at least 1 (default 300)"));
+            return Err(ctx.err(
+                "iterations",
+                format!("iterations must be at least 1 (default {it0})"),
+            ));
         }
-        let lr = positive(ctx, "lr", self.lr.unwrap_or(0.01), "default 0.01")?;
+        let lr = positive(ctx, "lr", self.lr.unwrap_or(lr0), &format!("default {lr0}"))?;
         let [t0, t1] = self.temperature.unwrap_or([4.0, 0.05]);
         let temperature = [
             positive(ctx, "temperature", t0, "default [4, 0.05]")?,
@@ -238,12 +445,13 @@ impl MethodSpec for Spec {
             compensate: self.compensate.unwrap_or(false),
             dampening: ctx.dampening(self.dampening)?,
             seed: self.seed.unwrap_or(0),
+            end_to_end,
         })
     }
 }
 
 /// A seed per linear, from the step's seed and the linear's name.
-fn linear_seed(seed: u64, id: &crate::id::LinearId) -> u64 {
+pub(crate) fn linear_seed(seed: u64, id: &crate::id::LinearId) -> u64 {
     use std::hash::Hasher;
     let mut h = fnv::FnvHasher::default();
     h.write(id.to_string().as_bytes());
@@ -259,7 +467,27 @@ impl Compressor for Params {
     }
 
     fn stats(&self) -> StatSet {
-        StatSet::of(&[StatKind::Hessian])
+        match self.end_to_end.is_none() || self.reconstruct {
+            true => StatSet::of(&[StatKind::Hessian]),
+            false => StatSet::EMPTY,
+        }
+    }
+
+    fn profilers(
+        &self,
+        step: usize,
+        targets: &[crate::id::LinearId],
+    ) -> Vec<Box<dyn crate::allocate::Profiler>> {
+        match (self.end_to_end, self.prior) {
+            (Some(_), Prior::Sparsegpt | Prior::Wanda) => vec![Box::new(
+                end_to_end::PriorProfiler::new(self.clone(), step, targets),
+            )],
+            _ => Vec::new(),
+        }
+    }
+
+    fn end_to_end(&self) -> Option<&Params> {
+        self.end_to_end.map(|_| self)
     }
 
     fn fallback(&self) -> Option<crate::compress::Method> {
@@ -272,89 +500,34 @@ impl Compressor for Params {
 
     fn compress(&self, input: &LinearInput<'_>) -> Result<LinearOutput> {
         let nm = self.nm()?;
-        let h = input.hessian()?;
         let w = input.original;
         let (rows, d) = (w.rows, w.cols);
         let mut notes = Vec::new();
+        // End to end without the OBS update the block loop gathers nothing for this step.
+        let h = match self.end_to_end.is_none() || self.reconstruct {
+            true => Some(input.hessian()?),
+            false => None,
+        };
         // SparseGPT's inverse factor, computed once for the prior and the reconstruction.
         let cell = std::cell::OnceCell::new();
         let factor = || -> Result<&crate::compress::kit::obs::InverseFactor> {
             if let Some(f) = cell.get() {
                 return Ok(f);
             }
+            let h = h.ok_or_else(|| PareError::Internal("maskllm: no Hessian gathered".into()))?;
             let f = inverse_factor(h, self.dampening)?;
             Ok(cell.get_or_init(|| f))
         };
-        // The prior mask, `true` = pruned.
-        let prior: Option<Vec<bool>> = match self.prior {
-            Prior::None => None,
-            Prior::Previous => Some(input.weight().data.iter().map(|v| *v == 0.0).collect()),
-            Prior::Magnitude | Prior::Wanda => {
-                let mut c = w.data.clone();
-                let scale: Vec<f32> = match self.prior {
-                    Prior::Wanda => (0..d).map(|j| h.get(j, j).max(0.0).sqrt()).collect(),
-                    _ => vec![1.0; d],
-                };
-                prune_n_of_m_rows(&mut c, d, nm, |j, v| v.abs() * scale[j]);
-                Some(c.iter().map(|v| *v == 0.0).collect())
+        let mask = match (self.end_to_end, h) {
+            (Some(_), _) => {
+                notes.extend(tail_note(d, nm));
+                input.learned_mask()?.to_vec()
             }
-            Prior::Sparsegpt => {
-                let f = factor()?;
-                let mut c = w.data.clone();
-                for &j in &f.dead {
-                    for r in 0..rows {
-                        c[r * d + j] = 0.0;
-                    }
-                }
-                let block = (128 / nm.m).max(1) * nm.m;
-                sparsegpt_sweep(&mut c, d, &f.u, block, MaskRule::NofM(nm));
-                Some(c.iter().map(|v| *v == 0.0).collect())
+            (None, Some(h)) => self.learn_layer(input, h, &factor, &mut notes)?,
+            (None, None) => {
+                return Err(PareError::Internal("maskllm: no Hessian gathered".into()));
             }
         };
-        let mut ml = math::MaskLogits::init(
-            rows,
-            d,
-            nm,
-            prior.as_deref(),
-            self.prior_strength,
-            linear_seed(self.seed, &input.id),
-        );
-        if self.compensate {
-            ml = ml.with_compensation(&w.data);
-        }
-        let norms = math::Norms::of(&w.data, &h.data, d);
-        let mut buf = math::Buffers::new(&ml, d);
-        let seed = linear_seed(self.seed ^ 0x5eed, &input.id);
-        for t in 0..self.schedule.iterations {
-            math::step(
-                &mut ml,
-                &w.data,
-                &h.data,
-                d,
-                &norms,
-                &self.schedule,
-                t,
-                seed,
-                &mut buf,
-            );
-        }
-        drop(buf);
-        let tail = if d % nm.m != 0 {
-            // The prior (or magnitude) decides the tail group.
-            let t = match &prior {
-                Some(p) => p.clone(),
-                None => {
-                    let mut c = w.data.clone();
-                    prune_n_of_m_rows(&mut c, d, nm, |_, v| v.abs());
-                    c.iter().map(|v| *v == 0.0).collect()
-                }
-            };
-            notes.extend(tail_note(d, nm));
-            Some(t)
-        } else {
-            None
-        };
-        let mask = ml.hard_mask(d, tail.as_deref());
         let mut out = w.clone();
         if self.reconstruct {
             let f = factor()?;
@@ -394,7 +567,7 @@ mod tests {
     use crate::matrix::Matrix;
     use crate::stats::tests::{correlated_x, rand_vec, stats_of};
 
-    fn params(prior: Prior, reconstruct: bool) -> Params {
+    pub(super) fn params(prior: Prior, reconstruct: bool) -> Params {
         Params {
             pattern: Some(NofM { n: 2, m: 4 }),
             schedule: math::Schedule {
@@ -411,6 +584,7 @@ mod tests {
             compensate: false,
             dampening: 0.01,
             seed: 0,
+            end_to_end: None,
         }
     }
 

@@ -353,6 +353,12 @@ impl<'a> BlockJob<'a> {
                         })?),
                         None => None,
                     },
+                    mask: ctx
+                        .allocation
+                        .masks
+                        .get(&si)
+                        .and_then(|m| m.get(&orig))
+                        .map(Vec::as_slice),
                 };
                 let out = method
                     .compressor()
