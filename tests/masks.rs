@@ -105,11 +105,40 @@ fn maskllm_end_to_end_learns_exact_masks_that_beat_sparsegpt_and_the_layer_mode(
         "ml-rec",
         &["maskllm: { pattern: \"2:4\", reconstruct: true }"],
     );
-    let (p_e2e, l_e2e) = run(
-        tmp.path(),
-        "ml-e2e",
-        &["maskllm: { pattern: \"2:4\", mode: end-to-end, iterations: 50 }"],
+    let out = tmp.path().join("ml-e2e");
+    let report = compress(
+        &stories(),
+        &recipe(
+            tmp.path(),
+            "ml-e2e",
+            &["maskllm: { pattern: \"2:4\", mode: end-to-end, iterations: 50 }"],
+        ),
+        &out,
     );
+    let (p_e2e, l_e2e) = (ppl(&report), read_linears(&out));
+    // The training's summary: the loss falls, and the report's Markdown shows it.
+    let profiles = report["allocation"]["profiles"]
+        .as_array()
+        .expect("profiles");
+    let t = profiles
+        .iter()
+        .find(|p| p["profile"] == "maskllm-end-to-end")
+        .expect("the training's profile");
+    assert_eq!(
+        (t["iterations"].as_u64(), t["batch"].as_u64()),
+        (Some(50), Some(4))
+    );
+    assert_eq!(
+        (t["linears"].as_u64(), t["loss"].as_str()),
+        (Some(35), Some("distill"))
+    );
+    let (first, last) = (
+        t["loss_first"].as_f64().unwrap(),
+        t["loss_last"].as_f64().unwrap(),
+    );
+    assert!(last < 0.6 * first, "distillation loss {first} → {last}");
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("## MaskLLM end to end"), "{md}");
     for (id, m) in &l_e2e {
         assert!(m.satisfies_n_of_m(2, 4), "{id}");
         assert_eq!(m.sparsity(), 0.5, "{id}");

@@ -548,3 +548,34 @@ fn auto_calibrates_well_fed_experts_on_their_routed_tokens() {
         "routed-only {routed}, all tokens {all}"
     );
 }
+
+/// MaskLLM end to end on an MoE model (its blocks differentiated on burn's autodiff device):
+/// the distillation loss falls, and every expert and attention linear is exactly 2:4.
+#[test]
+fn maskllm_end_to_end_learns_exact_masks_on_an_moe_model() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (r, _) = run(
+        tmp.path(),
+        "e2e",
+        "maskllm: { pattern: \"2:4\", mode: end-to-end, iterations: 6, batch: 2 }",
+        "false",
+        (4, 64),
+    );
+    let t = r["allocation"]["profiles"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["profile"] == "maskllm-end-to-end"))
+        .expect("the training's profile");
+    let (first, last) = (
+        t["loss_first"].as_f64().unwrap(),
+        t["loss_last"].as_f64().unwrap(),
+    );
+    assert!(last < first, "distillation loss {first} → {last}");
+    let linears = r["linears"].as_array().expect("linears");
+    // 4 blocks × (q, k, v, o and 8 experts × gate, up, down); routers are not targeted.
+    assert_eq!(linears.len(), 4 * (4 + 8 * 3));
+    for l in linears {
+        assert_eq!(l["pattern"], "2:4", "{l}");
+        assert_eq!(l["pattern_exact"], true, "{l}");
+        assert_eq!(l["sparsity"].as_f64(), Some(0.5), "{l}");
+    }
+}

@@ -526,6 +526,42 @@ fn profile_sections(a: &serde_json::Value, r: &Report) -> Vec<Section> {
                         .table(&["", ""], rows),
                 );
             }
+            Some("maskllm-end-to-end") => {
+                let field = |k: &str| match p.get(k) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(serde_json::Value::Number(n)) => match n.as_f64() {
+                        Some(f) if n.is_f64() => format!("{f:.4}"),
+                        _ => n.to_string(),
+                    },
+                    _ => String::new(),
+                };
+                let rows = [
+                    ("linears", "linears"),
+                    ("weights", "weights"),
+                    ("iterations", "iterations"),
+                    ("sequences per iteration", "batch"),
+                    ("loss", "loss"),
+                    ("mean loss, first tenth (nats)", "loss_first"),
+                    ("mean loss, last tenth (nats)", "loss_last"),
+                    ("calibration sequences", "sequences"),
+                    ("seq_len", "seq_len"),
+                    ("seconds", "seconds"),
+                    ("of which masks (sampling, updates)", "mask_seconds"),
+                    ("of which the model (forward, backward)", "model_seconds"),
+                ]
+                .iter()
+                .map(|(label, k)| vec![label.to_string(), field(k)])
+                .collect();
+                out.push(
+                    Section::new(2, "MaskLLM end to end")
+                        .intro(&format!(
+                            "steps[{step}]: every targeted linear's mask logits trained together on \
+                             the whole model's loss through the streamed backward, before the block \
+                             loop; the block loop applied the argmax masks."
+                        ))
+                        .table(&["", ""], rows),
+                );
+            }
             _ => {}
         }
     }
