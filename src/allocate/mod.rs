@@ -121,6 +121,21 @@ impl Allocation {
     }
 }
 
+/// What a profiler of the inputs of `block`'s linears that `targeted` accepts asks for: `kinds`
+/// at each such input point.
+pub fn input_needs(
+    block: &BlockWeights,
+    targeted: impl Fn(LinearId) -> bool,
+    kinds: StatSet,
+) -> BTreeMap<TapPoint, StatSet> {
+    block
+        .linears
+        .iter()
+        .filter(|(s, _, _)| targeted(s.id))
+        .map(|(s, _, _)| (TapPoint::input_of(s.id.role), kinds))
+        .collect()
+}
+
 /// What a profiler sees of one dense block besides its weights and statistics.
 pub struct BlockView<'a> {
     pub cfg: &'a crate::config::HfConfig,

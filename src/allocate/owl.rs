@@ -262,17 +262,11 @@ pub fn block_sparsities(ratios: &[f64], s: f32, lambda: f32) -> Vec<f32> {
 
 impl Profiler for OwlProfiler {
     fn needs(&self, block: &BlockWeights) -> BTreeMap<TapPoint, StatSet> {
-        block
-            .linears
-            .iter()
-            .filter(|(s, _, _)| self.targets.contains(&s.id))
-            .map(|(s, _, _)| {
-                (
-                    TapPoint::input_of(s.id.role),
-                    StatSet::of(&[StatKind::SqNorms]),
-                )
-            })
-            .collect()
+        super::input_needs(
+            block,
+            |id| self.targets.contains(&id),
+            StatSet::of(&[StatKind::SqNorms]),
+        )
     }
 
     fn observe_block(

@@ -389,25 +389,31 @@ mod tests {
         }
     }
 
-    /// The head's loss and gradient on the host equal burn's autodiff of the same head.
-    #[test]
-    fn host_head_loss_matches_autodiff() {
-        let host = Device::flex();
-        let ad = autodiff_device(&host);
-        let (v, d, s) = (11, 8, 6);
+    /// A tied 11-token head over width `d` with its final norm, and `s` positions of hidden
+    /// states for it.
+    fn head_and_hidden(d: usize, s: usize) -> (Ends, Vec<f32>) {
+        let (host, v) = (Device::flex(), 11);
         let head: Vec<f32> = (0..v * d)
             .map(|i| ((i * 29 % 23) as f32 - 11.0) / 9.0)
             .collect();
-        let embed = Matrix::from_vec(v, d, head.clone());
         let ends = Ends::new(
-            embed,
+            Matrix::from_vec(v, d, head.clone()),
             RmsNorm::new((0..d).map(|i| 0.7 + 0.05 * i as f32).collect(), 1e-5, &host),
             Linear::new(&Matrix::from_vec(v, d, head), None, &host),
             &host,
         );
-        let h: Vec<f32> = (0..s * d)
+        let h = (0..s * d)
             .map(|i| ((i * 7 % 19) as f32 - 9.0) / 5.0)
             .collect();
+        (ends, h)
+    }
+
+    /// The head's loss and gradient on the host equal burn's autodiff of the same head.
+    #[test]
+    fn host_head_loss_matches_autodiff() {
+        let ad = autodiff_device(&Device::flex());
+        let (d, s) = (8, 6);
+        let (ends, h) = head_and_hidden(d, s);
         let ids = [1u32, 4, 10, 0, 3, 7];
         let (l_ad, g_ad) = HeadLoss::new(&ends, &ad)
             .loss_and_grad(h.clone(), &ids)
@@ -427,20 +433,8 @@ mod tests {
     /// differences of the loss.
     #[test]
     fn host_distillation_matches_finite_differences() {
-        let host = Device::flex();
-        let (v, d, s) = (11, 8, 5);
-        let head: Vec<f32> = (0..v * d)
-            .map(|i| ((i * 29 % 23) as f32 - 11.0) / 9.0)
-            .collect();
-        let ends = Ends::new(
-            Matrix::from_vec(v, d, head.clone()),
-            RmsNorm::new((0..d).map(|i| 0.7 + 0.05 * i as f32).collect(), 1e-5, &host),
-            Linear::new(&Matrix::from_vec(v, d, head), None, &host),
-            &host,
-        );
-        let h: Vec<f32> = (0..s * d)
-            .map(|i| ((i * 7 % 19) as f32 - 9.0) / 5.0)
-            .collect();
+        let (d, s) = (8, 5);
+        let (ends, h) = head_and_hidden(d, s);
         let teacher: Vec<f32> = (0..s * d)
             .map(|i| ((i * 11 % 17) as f32 - 8.0) / 4.0)
             .collect();

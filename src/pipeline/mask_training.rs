@@ -111,11 +111,17 @@ pub fn train(
         .filter(|s| targets.contains(&s.id))
         .collect();
     let weights: u64 = slots.iter().map(|s| (s.rows * s.cols) as u64).sum();
-    let state = (weights as f64 * bytes_per_weight(nm)) as u64;
+    // The masks' state, and with distillation the dense model's final hidden states.
+    let teacher_bytes = match e2e.loss {
+        Loss::Lm => 0,
+        Loss::Distill => (calib.ids.len() * seq * cfg.hidden_size * 4) as u64,
+    };
+    let state = (weights as f64 * bytes_per_weight(nm)) as u64 + teacher_bytes;
     if state > STATE_BUDGET {
         return Err(PareError::Usage(format!(
-            "steps[{step}]: end-to-end MaskLLM would hold {:.1} GiB of mask state for {weights} weights (limit {} GiB); use `mode: layer` for a model this size",
+            "steps[{step}]: end-to-end MaskLLM would hold {:.1} GiB ({weights} weights' mask state, {:.1} GiB of it the dense model's hidden states for distillation; limit {} GiB); use `mode: layer` for a model this size, or fewer calibration samples",
             state as f64 / (1u64 << 30) as f64,
+            teacher_bytes as f64 / (1u64 << 30) as f64,
             STATE_BUDGET >> 30
         )));
     }

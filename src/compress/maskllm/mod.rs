@@ -195,20 +195,15 @@ impl Params {
     }
 
     /// The prior mask of `w` (`[out, in]`; `true` = pruned) for a prior other than
-    /// `previous`: `h` is the input's Hessian (needed by `sparsegpt` and `wanda`), `factor`
-    /// SparseGPT's inverse factor of it.
-    fn prior_mask<'f>(
+    /// `previous`; `factor` holds the input's Hessian (needed by `sparsegpt` and `wanda`).
+    fn prior_mask(
         &self,
         prior: Prior,
         w: &crate::matrix::Matrix,
-        h: Option<&crate::matrix::Matrix>,
-        factor: &dyn Fn() -> Result<&'f crate::compress::kit::obs::InverseFactor>,
+        factor: &Factor<'_>,
     ) -> Result<Option<Vec<bool>>> {
         let nm = self.nm()?;
         let (rows, d) = (w.rows, w.cols);
-        let need_h = || {
-            h.ok_or_else(|| PareError::Internal(format!("the {prior:?} prior needs the Hessian")))
-        };
         Ok(match prior {
             Prior::None => None,
             Prior::Previous => {
@@ -220,7 +215,7 @@ impl Params {
                 let mut c = w.data.clone();
                 let scale: Vec<f32> = match prior {
                     Prior::Wanda => {
-                        let h = need_h()?;
+                        let h = factor.hessian()?;
                         (0..d).map(|j| h.get(j, j).max(0.0).sqrt()).collect()
                     }
                     _ => vec![1.0; d],
@@ -229,8 +224,7 @@ impl Params {
                 Some(c.iter().map(|v| *v == 0.0).collect())
             }
             Prior::Sparsegpt => {
-                need_h()?;
-                let f = factor()?;
+                let f = factor.get()?;
                 let mut c = w.data.clone();
                 for &j in &f.dead {
                     for r in 0..rows {
@@ -245,11 +239,11 @@ impl Params {
     }
 
     /// The layer mode: learns the mask of `input`'s linear on its Hessian `h` (`true` = pruned).
-    fn learn_layer<'f>(
+    fn learn_layer(
         &self,
         input: &LinearInput<'_>,
         h: &crate::matrix::Matrix,
-        factor: &dyn Fn() -> Result<&'f crate::compress::kit::obs::InverseFactor>,
+        factor: &Factor<'_>,
         notes: &mut Vec<String>,
     ) -> Result<Vec<bool>> {
         let nm = self.nm()?;
@@ -257,7 +251,7 @@ impl Params {
         let (rows, d) = (w.rows, w.cols);
         let prior: Option<Vec<bool>> = match self.prior {
             Prior::Previous => Some(input.weight().data.iter().map(|v| *v == 0.0).collect()),
-            p => self.prior_mask(p, w, Some(h), factor)?,
+            p => self.prior_mask(p, w, factor)?,
         };
         let mut ml = math::MaskLogits::init(
             rows,
@@ -450,6 +444,42 @@ impl MethodSpec for Spec {
     }
 }
 
+/// SparseGPT's inverse factor of a linear's Hessian, computed on first use (for the prior and
+/// the reconstruction) and at most once.
+pub(crate) struct Factor<'h> {
+    h: Option<&'h crate::matrix::Matrix>,
+    dampening: f32,
+    cell: std::cell::OnceCell<crate::compress::kit::obs::InverseFactor>,
+}
+
+impl<'h> Factor<'h> {
+    pub(crate) fn new(h: Option<&'h crate::matrix::Matrix>, dampening: f32) -> Self {
+        Self {
+            h,
+            dampening,
+            cell: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn hessian(&self) -> Result<&'h crate::matrix::Matrix> {
+        self.h
+            .ok_or_else(|| PareError::Internal("maskllm: no Hessian gathered".into()))
+    }
+
+    fn get(&self) -> Result<&crate::compress::kit::obs::InverseFactor> {
+        if let Some(f) = self.cell.get() {
+            return Ok(f);
+        }
+        let f = inverse_factor(self.hessian()?, self.dampening)?;
+        Ok(self.cell.get_or_init(|| f))
+    }
+
+    /// The factorisation's warnings, when it ran.
+    fn warnings(&self) -> impl Iterator<Item = String> + '_ {
+        self.cell.get().into_iter().flat_map(|f| f.warnings.iter().cloned())
+    }
+}
+
 /// A seed per linear, from the step's seed and the linear's name.
 pub(crate) fn linear_seed(seed: u64, id: &crate::id::LinearId) -> u64 {
     use std::hash::Hasher;
@@ -508,16 +538,7 @@ impl Compressor for Params {
             true => Some(input.hessian()?),
             false => None,
         };
-        // SparseGPT's inverse factor, computed once for the prior and the reconstruction.
-        let cell = std::cell::OnceCell::new();
-        let factor = || -> Result<&crate::compress::kit::obs::InverseFactor> {
-            if let Some(f) = cell.get() {
-                return Ok(f);
-            }
-            let h = h.ok_or_else(|| PareError::Internal("maskllm: no Hessian gathered".into()))?;
-            let f = inverse_factor(h, self.dampening)?;
-            Ok(cell.get_or_init(|| f))
-        };
+        let factor = Factor::new(h, self.dampening);
         let mask = match (self.end_to_end, h) {
             (Some(_), _) => {
                 notes.extend(tail_note(d, nm));
@@ -530,7 +551,7 @@ impl Compressor for Params {
         };
         let mut out = w.clone();
         if self.reconstruct {
-            let f = factor()?;
+            let f = factor.get()?;
             let mut mask = mask;
             for &j in &f.dead {
                 for r in 0..rows {
@@ -552,9 +573,7 @@ impl Compressor for Params {
                 }
             }
         }
-        if let Some(f) = cell.get() {
-            notes.extend(f.warnings.iter().cloned());
-        }
+        notes.extend(factor.warnings());
         Ok(LinearOutput::new(CompressedLinear::pruned(out)).with_notes(notes))
     }
 }
