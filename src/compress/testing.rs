@@ -34,6 +34,7 @@ impl Fixture {
             scale_dtype: ScaleDtype::F32,
             gradients: self.gradients.as_deref(),
             mask: self.mask.as_deref(),
+            factors: None,
         }
     }
 }

@@ -179,6 +179,9 @@ pub struct LinearInput<'a> {
     /// This linear's mask learned before the block loop (`[out, in]`, `true` = pruned), for a
     /// step that learns masks end to end ([`crate::compress::Compressor::end_to_end`]).
     pub mask: Option<&'a [bool]>,
+    /// The group's last inverse Hessian factor, shared by linears with the same input
+    /// ([`LinearInput::inverse_factor`]); `None` factorises every time.
+    pub factors: Option<&'a crate::compress::kit::obs::FactorMemo>,
 }
 
 impl LinearInput<'_> {
@@ -208,6 +211,24 @@ impl LinearInput<'_> {
         check_width(h.rows, self.current.weight.cols, "Hessian")?;
         check_width(h.cols, self.current.weight.cols, "Hessian")?;
         Ok(h)
+    }
+
+    /// The upper Cholesky factor of this linear's damped inverse Hessian (OBS / GPTQ), from the
+    /// group's memo when a linear with the same input, dampening and `actorder` asked before;
+    /// `make` computes it from [`LinearInput::hessian`] otherwise.
+    pub fn inverse_factor(
+        &self,
+        dampening: f32,
+        actorder: bool,
+        make: impl FnOnce() -> Result<crate::compress::kit::obs::InverseFactor>,
+    ) -> Result<std::sync::Arc<crate::compress::kit::obs::InverseFactor>> {
+        match self.factors {
+            Some(m) => m.get_or_factor(
+                crate::compress::kit::obs::FactorKey::new(self.point, dampening, actorder),
+                make,
+            ),
+            None => make().map(std::sync::Arc::new),
+        }
     }
 
     /// The gradient magnitudes `G` of this linear (GBLM), checked against the weight's size.

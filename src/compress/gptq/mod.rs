@@ -18,7 +18,7 @@ pub mod math;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compress::kit::obs::inverse_factor;
+use crate::compress::kit::obs::{InverseFactor, inverse_factor};
 use crate::compress::kit::rtn::check_scheme;
 use crate::compress::quant::{GroupParams, ScaleDtype, minmax_params};
 use crate::compress::MethodSpec;
@@ -109,14 +109,19 @@ impl Compressor for Params {
 
     fn compress(&self, input: &LinearInput<'_>) -> Result<LinearOutput> {
         let scheme = input.scheme(self.scheme);
-        let (linear, notes) = gptq(
+        check_scheme(&scheme, input.weight().cols)?;
+        let h = input.hessian()?;
+        let perm = processing_order(h, self.actorder);
+        let f = input.inverse_factor(self.dampening, self.actorder, || {
+            permuted_factor(h, &perm, self.dampening)
+        })?;
+        let (linear, notes) = gptq_factored(
             input.weight(),
             input.current.mask.as_ref(),
-            input.hessian()?,
+            &perm,
+            &f,
             scheme,
             self.block_size,
-            self.dampening,
-            self.actorder,
             input.scale_dtype,
         )?;
         Ok(LinearOutput {
@@ -147,6 +152,31 @@ pub fn static_params(w: &Matrix, scheme: &QuantScheme, dt: ScaleDtype) -> Vec<Gr
     out
 }
 
+/// GPTQ's processing order: columns by descending `diag(H)` when `actorder`, else natural.
+pub fn processing_order(h: &Matrix, actorder: bool) -> Vec<usize> {
+    if actorder {
+        math::act_order(&(0..h.cols).map(|j| h.get(j, j)).collect::<Vec<_>>())
+    } else {
+        (0..h.cols).collect()
+    }
+}
+
+/// The inverse factor GPTQ sweeps with: of `H` permuted to `perm` (`H[perm][:, perm]`).
+pub fn permuted_factor(h: &Matrix, perm: &[usize], dampening: f32) -> Result<InverseFactor> {
+    let d = h.cols;
+    if perm.iter().enumerate().all(|(p, &i)| p == i) {
+        return inverse_factor(h, dampening);
+    }
+    let mut data = vec![0f32; d * d];
+    for (p, &i) in perm.iter().enumerate() {
+        let src = h.row(i);
+        for (q, &j) in perm.iter().enumerate() {
+            data[p * d + q] = src[j];
+        }
+    }
+    inverse_factor(&Matrix::from_vec(d, d, data), dampening)
+}
+
 /// GPTQ-quantises `w` with input Hessian `h`, holding the entries of `mask` at zero. Returns the
 /// dequantised weight with its integer form and its mask (plus dead columns), and notes (dead
 /// columns, Cholesky retries).
@@ -162,30 +192,34 @@ pub fn gptq(
     dt: ScaleDtype,
 ) -> Result<(CompressedLinear, Vec<String>)> {
     check_scheme(&scheme, w.cols)?;
+    let perm = processing_order(h, actorder);
+    let f = permuted_factor(h, &perm, dampening)?;
+    gptq_factored(w, mask, &perm, &f, scheme, block_size, dt)
+}
+
+/// [`gptq`] with the processing order `perm` and the inverse factor of `H[perm][:, perm]`
+/// already computed ([`processing_order`], [`permuted_factor`]).
+pub fn gptq_factored(
+    w: &Matrix,
+    mask: Option<&Mask>,
+    perm: &[usize],
+    f: &InverseFactor,
+    scheme: QuantScheme,
+    block_size: usize,
+    dt: ScaleDtype,
+) -> Result<(CompressedLinear, Vec<String>)> {
+    check_scheme(&scheme, w.cols)?;
     let (rows, d) = (w.rows, w.cols);
+    if perm.len() != d || f.u.len() != d * d {
+        return Err(PareError::Internal(format!(
+            "GPTQ: a [{rows}, {d}] weight got an order of {} columns and a factor of {} values",
+            perm.len(),
+            f.u.len()
+        )));
+    }
     let gc = scheme.group_cols(d);
     let ng = scheme.n_groups(d);
     let params = static_params(w, &scheme, dt);
-
-    // Processing order and the permuted Hessian.
-    let perm: Vec<usize> = if actorder {
-        math::act_order(&(0..d).map(|j| h.get(j, j)).collect::<Vec<_>>())
-    } else {
-        (0..d).collect()
-    };
-    let hp = if actorder {
-        let mut data = vec![0f32; d * d];
-        for (p, &i) in perm.iter().enumerate() {
-            let src = h.row(i);
-            for (q, &j) in perm.iter().enumerate() {
-                data[p * d + q] = src[j];
-            }
-        }
-        Matrix::from_vec(d, d, data)
-    } else {
-        h.clone()
-    };
-    let f = inverse_factor(&hp, dampening)?;
 
     let mut wp = vec![0f32; rows * d];
     let mut frozen = vec![false; rows * d];
@@ -209,7 +243,7 @@ pub fn gptq(
         n_groups: ng,
     };
     math::gptq_sweep(
-        &mut wp, d, &f.u, block_size, &perm, &group_of, &frozen, grid, &mut q,
+        &mut wp, d, &f.u, block_size, perm, &group_of, &frozen, grid, &mut q,
     );
 
     let mut out = Matrix::zeros(rows, d);
@@ -244,7 +278,7 @@ pub fn gptq(
             mask: (out_mask.count() > 0).then_some(out_mask),
             quant: Some(quant),
         },
-        f.warnings,
+        f.warnings.clone(),
     ))
 }
 

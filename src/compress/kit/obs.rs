@@ -8,10 +8,14 @@
 //! `J H J`: one factorisation and one triangular inverse instead of two factorisations and a full
 //! inverse (a test checks both routes agree).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 use crate::error::{PareError, Result};
 use crate::matrix::Matrix;
+use crate::model::TapPoint;
 
 /// The upper Cholesky factor of the damped inverse Hessian, ready for OBS / GPTQ sweeps.
 #[derive(Clone, Debug)]
@@ -24,6 +28,66 @@ pub struct InverseFactor {
     pub damp: f64,
     /// Notes for the report: retries with larger damping, dead columns.
     pub warnings: Vec<String>,
+}
+
+/// Which factor a [`FactorMemo`] entry holds: the Hessian at `point`, damped by `dampening`,
+/// with columns in descending `diag(H)` order when `actorder` (GPTQ's static act-order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FactorKey {
+    pub point: TapPoint,
+    /// `dampening.to_bits()`, so that the key is `Eq`.
+    pub dampening: u32,
+    pub actorder: bool,
+}
+
+impl FactorKey {
+    pub fn new(point: TapPoint, dampening: f32, actorder: bool) -> Self {
+        Self {
+            point,
+            dampening: dampening.to_bits(),
+            actorder,
+        }
+    }
+}
+
+/// The last inverse factor computed for one group of linears, so that linears sharing an input
+/// (q/k/v, gate/up, and consecutive steps with the same dampening) factorise its Hessian once.
+/// Lives for one call of the block loop's compress (the statistics do not change meanwhile) and
+/// holds one entry: a request with another key frees the old factor before computing the new
+/// one, so memory stays that of the factor in use (`d × d` f32).
+#[derive(Debug, Default)]
+pub struct FactorMemo {
+    slot: Mutex<Option<(FactorKey, Arc<InverseFactor>)>>,
+    factorised: AtomicUsize,
+}
+
+impl FactorMemo {
+    /// The factor for `key`: the kept one, else `make()`'s (kept for the next request).
+    pub fn get_or_factor(
+        &self,
+        key: FactorKey,
+        make: impl FnOnce() -> Result<InverseFactor>,
+    ) -> Result<Arc<InverseFactor>> {
+        let mut slot = self
+            .slot
+            .lock()
+            .map_err(|_| PareError::Internal("the inverse-factor memo was poisoned".into()))?;
+        if let Some((k, f)) = slot.as_ref()
+            && *k == key
+        {
+            return Ok(Arc::clone(f));
+        }
+        *slot = None;
+        let f = Arc::new(make()?);
+        self.factorised.fetch_add(1, Ordering::Relaxed);
+        *slot = Some((key, Arc::clone(&f)));
+        Ok(f)
+    }
+
+    /// How many factors were computed (not served from the memo).
+    pub fn factorised(&self) -> usize {
+        self.factorised.load(Ordering::Relaxed)
+    }
 }
 
 /// Number of retries with 10× the damping after a failed factorisation.
@@ -267,6 +331,44 @@ mod tests {
         let bad = Matrix::from_vec(2, 2, vec![1.0, 3.0, 3.0, 1.0]); // indefinite
         let err = inverse_factor(&bad, 0.0).unwrap_err();
         assert!(err.to_string().contains("after 3 retries"), "{err}");
+    }
+
+    #[test]
+    fn the_memo_factorises_once_per_key_and_keeps_one_entry() {
+        let (t, d) = (64, 12);
+        let h = stats_of(&correlated_x(7, t, d), t, d).hessian.unwrap();
+        let memo = FactorMemo::default();
+        let key = FactorKey::new(TapPoint::AttnIn, 0.01, false);
+        let a = memo
+            .get_or_factor(key, || inverse_factor(&h, 0.01))
+            .unwrap();
+        let b = memo
+            .get_or_factor(key, || panic!("served from the memo"))
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.u, inverse_factor(&h, 0.01).unwrap().u);
+        assert_eq!(memo.factorised(), 1);
+        // Another dampening, then another point: each computed, and the first one is gone.
+        for k in [
+            FactorKey::new(TapPoint::AttnIn, 0.1, false),
+            FactorKey::new(TapPoint::MlpIn, 0.01, false),
+            key,
+        ] {
+            memo.get_or_factor(k, || inverse_factor(&h, 0.01)).unwrap();
+        }
+        assert_eq!(memo.factorised(), 4);
+        assert_eq!(
+            Arc::strong_count(&a),
+            2,
+            "the memo dropped the first factor when the key changed"
+        );
+        // A failure is returned and leaves nothing behind.
+        let k = FactorKey::new(TapPoint::AttnOutIn, 0.01, true);
+        assert!(
+            memo.get_or_factor(k, || Err(PareError::Numerical("x".into())))
+                .is_err()
+        );
+        assert_eq!(memo.factorised(), 4);
     }
 
     #[test]

@@ -119,7 +119,10 @@ impl Compressor for Params {
     }
 
     fn compress(&self, input: &LinearInput<'_>) -> Result<LinearOutput> {
-        let f = inverse_factor(input.hessian()?, self.dampening)?;
+        let h = input.hessian()?;
+        let f = input.inverse_factor(self.dampening, false, || {
+            inverse_factor(h, self.dampening)
+        })?;
         let mut out = input.weight().clone();
         let d = out.cols;
         for &j in &f.dead {
@@ -138,7 +141,7 @@ impl Compressor for Params {
                 "SparseGPT produced {bad} non-finite weights"
             )));
         }
-        let mut notes = f.warnings;
+        let mut notes = f.warnings.clone();
         if let Some(nm) = input.pattern(self.pattern) {
             notes.extend(tail_note(d, nm));
         }

@@ -26,6 +26,7 @@ use burn::tensor::Tensor;
 use super::{ERROR_TOKENS, Sink};
 use crate::allocate::Allocation;
 use crate::arch::LinearSlot;
+use crate::compress::kit::obs::FactorMemo;
 use crate::compress::quant::ScaleDtype;
 use crate::compress::{CompressedLinear, ExportHints, LinearInput, Method};
 use crate::error::{PareError, Result};
@@ -261,6 +262,8 @@ impl<'a> BlockJob<'a> {
         progress: &dyn Progress,
     ) -> Result<()> {
         let ctx = self.ctx;
+        // q/k/v and gate/up share an input: its Hessian is factorised once for the group.
+        let factors = FactorMemo::default();
         for &i in group {
             let (id, orig) = (self.states[i].slot.id, self.states[i].orig);
             let original = self
@@ -359,6 +362,7 @@ impl<'a> BlockJob<'a> {
                         .get(&si)
                         .and_then(|m| m.get(&orig))
                         .map(Vec::as_slice),
+                    factors: Some(&factors),
                 };
                 let out = method
                     .compressor()
