@@ -8,6 +8,7 @@
 #
 #   benches/scale_7b.sh                 # about an hour on 2 cores; needs ~30 GB of free disk
 #   DIR=/big/disk/pare-7b benches/scale_7b.sh
+#   LAYERS=4 benches/scale_7b.sh        # the same shape with 4 blocks: a ~10-minute profile run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -22,7 +23,7 @@ trap cleanup EXIT
 mkdir -p "$WORK"
 if [ ! -f "$DIR/config.json" ]; then
   echo "generating $DIR ..." >&2
-  PARE_BIG_CHECKPOINT="$DIR" PARE_BIG_SHAPE=7b cargo test --quiet --test streaming \
+  PARE_BIG_CHECKPOINT="$DIR" PARE_BIG_SHAPE=7b PARE_BIG_LAYERS="${LAYERS:-}" cargo test --quiet --test streaming \
     generate_big_checkpoint -- --ignored --exact >&2
 fi
 echo "checkpoint: $(du -sb "$DIR" | cut -f1) bytes in $(ls "$DIR"/*.safetensors | wc -l) shard(s)"

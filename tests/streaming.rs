@@ -230,7 +230,13 @@ fn generate_big_checkpoint() {
         .map(PathBuf::from)
         .expect("set PARE_BIG_CHECKPOINT to the output folder");
     let seven_b = std::env::var("PARE_BIG_SHAPE").is_ok_and(|s| s == "7b");
-    let (dims, shard) = if seven_b {
+    // PARE_BIG_LAYERS=N keeps the shape but writes only N blocks (a short profile run of the
+    // 7B shape); the 2 GB floor below only holds for the full depth.
+    let layers: Option<usize> = std::env::var("PARE_BIG_LAYERS")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("PARE_BIG_LAYERS is a number of blocks"));
+    let (mut dims, shard) = if seven_b {
         let d = Dims {
             hidden: 4096,
             layers: 32,
@@ -251,13 +257,16 @@ fn generate_big_checkpoint() {
         };
         (d, 1_000_000_000)
     };
+    if let Some(n) = layers {
+        dims.layers = n;
+    }
     let params: usize = dims
         .tensors()
         .iter()
         .map(|(_, s, _)| s.iter().product::<usize>())
         .sum();
     assert!(
-        params * 2 >= 2_000_000_000,
+        layers.is_some() || params * 2 >= 2_000_000_000,
         "{params} parameters is under 2 GB in bf16"
     );
     let dir = write_model(dims, &out, Dtype::BF16, shard, 11);
