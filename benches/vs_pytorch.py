@@ -24,6 +24,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    ap.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N] (gpu_check.sh)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = AutoConfig.from_pretrained(a.model)
@@ -31,13 +32,17 @@ def main():
         a.model, dtype=torch.float32, attn_implementation=a.attn
     )
     model.eval()
+    model.to(a.device)
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, cfg.vocab_size, (a.sequences, a.seq_len), generator=g)
+    ids = torch.randint(0, cfg.vocab_size, (a.sequences, a.seq_len), generator=g).to(a.device)
+    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     with torch.inference_mode():
         model(ids[: a.batch], use_cache=False)
+        sync()
         t0 = time.perf_counter()
         for i in range(0, a.sequences, a.batch):
             model(ids[i : i + a.batch], use_cache=False)
+        sync()
         dt = time.perf_counter() - t0
     print(
         json.dumps(
@@ -45,6 +50,7 @@ def main():
                 "attn": a.attn,
                 "batch": a.batch,
                 "threads": a.threads,
+                "device": a.device,
                 "seconds": dt,
                 "tokens_per_second": a.sequences * a.seq_len / dt,
                 "torch": torch.__version__,

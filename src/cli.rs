@@ -11,7 +11,7 @@ const GLOBAL: &str = "Global options";
 #[derive(Parser, Debug)]
 #[command(name = "pare", version, about, long_about = None)]
 pub struct Cli {
-    /// Compute device: cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    /// Compute device: cpu, vulkan or vulkan:N (vulkan needs a build with `--features vulkan`).
     #[arg(long, global = true, default_value = "cpu", help_heading = GLOBAL)]
     pub device: String,
     /// Worker threads for CPU work (default: all cores).

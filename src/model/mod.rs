@@ -25,29 +25,44 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::error::{PareError, Result};
 use crate::matrix::Matrix;
 
-/// Picks the burn device from a `--device` string: `cpu`, `cuda` or `cuda:N`.
+/// Picks the burn device from a `--device` string: `cpu`, `vulkan` (the adapter wgpu prefers:
+/// a discrete GPU when there is one) or `vulkan:N` (the N-th discrete GPU). Vulkan needs a build
+/// with `--features vulkan`. `cuda[:N]` is refused with a pointer to `vulkan`: burn's CUDA
+/// backend cannot be built offline (kernels/README.md says why), so pare has no CUDA route.
 pub fn parse_device(spec: &str) -> Result<Device> {
     match spec {
         "cpu" => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let idx: usize = s
-                .strip_prefix("cuda:")
-                .unwrap_or("0")
-                .parse()
-                .map_err(|_| {
-                    PareError::Usage(format!("--device {s}: expected cuda:N with N a number"))
-                })?;
-            Ok(Device::cuda(idx))
-        }
-        #[cfg(not(feature = "cuda"))]
-        s if s.starts_with("cuda") => Err(PareError::Usage(format!(
-            "--device {s}: this build has no CUDA support; rebuild with `--features cuda`"
+        s if s == "vulkan" || s.starts_with("vulkan:") => vulkan_device(s),
+        s if s == "cuda" || s.starts_with("cuda:") => Err(PareError::Usage(format!(
+            "--device {s}: pare has no CUDA route (burn's CUDA backend does not build offline); \
+             on an NVIDIA GPU use --device vulkan[:N] with a build that has `--features vulkan`"
         ))),
         s => Err(PareError::Usage(format!(
-            "--device {s}: expected cpu, cuda or cuda:N"
+            "--device {s}: expected cpu, vulkan or vulkan:N"
         ))),
     }
+}
+
+/// The Vulkan device of a `vulkan` / `vulkan:N` spec.
+#[cfg(feature = "vulkan")]
+fn vulkan_device(s: &str) -> Result<Device> {
+    use burn::tensor::DeviceKind;
+    match s.strip_prefix("vulkan:") {
+        None => Ok(Device::vulkan(DeviceKind::DefaultDevice)),
+        Some(n) => n
+            .parse::<usize>()
+            .map(|i| Device::vulkan(DeviceKind::DiscreteGpu(i)))
+            .map_err(|_| {
+                PareError::Usage(format!("--device {s}: expected vulkan:N with N a number"))
+            }),
+    }
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn vulkan_device(s: &str) -> Result<Device> {
+    Err(PareError::Usage(format!(
+        "--device {s}: this build has no GPU route; rebuild with `--features vulkan`"
+    )))
 }
 
 /// True when `device` keeps tensors in host memory, where the forward runs pare's CPU kernels

@@ -8,10 +8,15 @@ use std::process::Output;
 use safetensors::{Dtype, SafeTensors};
 
 /// `../shared/<rel>` from the crate root.
+/// `PARE_SHARED` overrides the folder (a test binary carried to another machine, as
+/// benches/gpu_check.sh does).
 pub fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(rel)
+    match std::env::var_os("PARE_SHARED") {
+        Some(dir) => PathBuf::from(dir).join(rel),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared")
+            .join(rel),
+    }
 }
 
 /// `../shared/models/<name>`.
@@ -22,6 +27,18 @@ pub fn model_dir(name: &str) -> PathBuf {
 /// The CPU device.
 pub fn cpu() -> burn::tensor::Device {
     pare::model::parse_device("cpu").expect("cpu device")
+}
+
+/// The device the golden tests run on: `PARE_TEST_DEVICE` (a `--device` spec such as
+/// `vulkan:0`, for benches/gpu_check.sh on a GPU machine), the CPU when unset.
+pub fn test_device() -> (burn::tensor::Device, bool) {
+    match std::env::var("PARE_TEST_DEVICE") {
+        Ok(s) if !s.is_empty() && s != "cpu" => (
+            pare::model::parse_device(&s).unwrap_or_else(|e| panic!("PARE_TEST_DEVICE: {e}")),
+            false,
+        ),
+        _ => (cpu(), true),
+    }
 }
 
 /// A tensor read from a safetensors file: dtype, shape, values widened to f64.
