@@ -6,11 +6,16 @@
 //! - [`sparse24`]: the 2:4 sparse GEMM over a compressed 2:4 layout (the two kept values of each
 //!   group of four and their 2-bit positions).
 //!
-//! The CPU references are built and tested always. The CubeCL kernels that run on Vulkan
-//! (feature `vulkan`) are work in progress and not in this crate yet (kernels/README.md).
+//! - `gpu` (feature `vulkan`): the CubeCL kernels of both on wgpu's Vulkan backend, a dense
+//!   GEMM and a copy to measure them against, and the `Gpu` handle that launches them.
+//!
+//! The CPU references are built and tested always. The GPU kernels are tested against them by
+//! `cargo test -p pare-kernels --features vulkan` on any Vulkan adapter (Mesa's lavapipe too).
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "vulkan")]
+pub mod gpu;
 pub mod int4;
 pub mod sparse24;
 
