@@ -52,6 +52,27 @@ impl From<LayoutError> for GpuError {
     }
 }
 
+/// The first output row of this unit's plane: planes own rows, consecutive across the grid.
+#[cube]
+fn plane_first_row() -> usize {
+    CUBE_POS as usize * (CUBE_DIM / PLANE_DIM) as usize + PLANE_POS as usize
+}
+
+/// How far a plane steps to its next row: the number of planes in the grid.
+#[cube]
+fn plane_row_stride() -> usize {
+    CUBE_COUNT as usize * (CUBE_DIM / PLANE_DIM) as usize
+}
+
+/// Sets the `batch` partial sums to zero, before each row.
+#[cube]
+fn zero(acc: &mut Array<f32>, #[comptime] batch: usize) {
+    #[unroll]
+    for b in 0..batch {
+        acc[b] = 0.0;
+    }
+}
+
 /// Adds one partial sum per batch row over the units of a plane, and lane 0 writes row `row`
 /// of `y` (`[batch, rows]`). The plane must call it in uniform control flow.
 #[cube]
@@ -81,19 +102,15 @@ fn int4_gemm_kernel(
     group: usize,
     #[comptime] batch: usize,
 ) {
-    let planes = (CUBE_DIM / PLANE_DIM) as usize;
     let lanes = PLANE_DIM as usize;
     let words = cols / 8;
     let ngroups = cols / group;
     let words_per_group = group / 8;
     let mut acc = Array::<f32>::new(batch);
     let mut wq = Array::<f32>::new(8usize);
-    let mut o = CUBE_POS as usize * planes + PLANE_POS as usize;
+    let mut o = plane_first_row();
     while o < rows {
-        #[unroll]
-        for b in 0..batch {
-            acc[b] = 0.0;
-        }
+        zero(&mut acc, batch);
         let mut w = UNIT_POS_PLANE as usize;
         while w < words {
             let g = o * ngroups + w / words_per_group;
@@ -119,7 +136,7 @@ fn int4_gemm_kernel(
             w += lanes;
         }
         plane_store(&acc, y, o, rows, batch);
-        o += CUBE_COUNT as usize * planes;
+        o += plane_row_stride();
     }
 }
 
@@ -136,17 +153,13 @@ fn sparse24_gemm_kernel(
     cols: usize,
     #[comptime] batch: usize,
 ) {
-    let planes = (CUBE_DIM / PLANE_DIM) as usize;
     let lanes = PLANE_DIM as usize;
     let words = cols / 32;
     let mut acc = Array::<f32>::new(batch);
     let mut cidx = Array::<usize>::new(16usize);
-    let mut r = CUBE_POS as usize * planes + PLANE_POS as usize;
+    let mut r = plane_first_row();
     while r < rows {
-        #[unroll]
-        for b in 0..batch {
-            acc[b] = 0.0;
-        }
+        zero(&mut acc, batch);
         let mut m = UNIT_POS_PLANE as usize;
         while m < words {
             let mut bits = meta[r * words + m];
@@ -171,7 +184,7 @@ fn sparse24_gemm_kernel(
             m += lanes;
         }
         plane_store(&acc, y, r, rows, batch);
-        r += CUBE_COUNT as usize * planes;
+        r += plane_row_stride();
     }
 }
 
@@ -186,15 +199,11 @@ fn dense_gemm_kernel(
     cols: usize,
     #[comptime] batch: usize,
 ) {
-    let planes = (CUBE_DIM / PLANE_DIM) as usize;
     let lanes = PLANE_DIM as usize;
     let mut acc = Array::<f32>::new(batch);
-    let mut o = CUBE_POS as usize * planes + PLANE_POS as usize;
+    let mut o = plane_first_row();
     while o < rows {
-        #[unroll]
-        for b in 0..batch {
-            acc[b] = 0.0;
-        }
+        zero(&mut acc, batch);
         let mut i = UNIT_POS_PLANE as usize;
         while i < cols {
             let wi = w[o * cols + i];
@@ -205,7 +214,7 @@ fn dense_gemm_kernel(
             i += lanes;
         }
         plane_store(&acc, y, o, rows, batch);
-        o += CUBE_COUNT as usize * planes;
+        o += plane_row_stride();
     }
 }
 
@@ -597,14 +606,8 @@ impl Gpu {
         batch: usize,
         w: &PackedInt4,
     ) -> Result<Vec<f32>, GpuError> {
-        expect_len("x", x.len(), batch * w.cols)?;
-        let (xd, wd, y) = (
-            self.upload_f32(x),
-            self.upload_int4(w)?,
-            self.empty(batch * w.rows),
-        );
-        self.int4_gemm(&xd, batch, &wd, &y)?;
-        self.read_f32(&y)
+        let wd = self.upload_int4(w)?;
+        self.through(x, batch, w.rows, |xd, y| self.int4_gemm(xd, batch, &wd, y))
     }
 
     /// `x · Wᵀ` of host data through the 2:4 kernel.
@@ -614,14 +617,10 @@ impl Gpu {
         batch: usize,
         w: &Sparse24,
     ) -> Result<Vec<f32>, GpuError> {
-        expect_len("x", x.len(), batch * w.cols)?;
-        let (xd, wd, y) = (
-            self.upload_f32(x),
-            self.upload_sparse24(w)?,
-            self.empty(batch * w.rows),
-        );
-        self.sparse24_gemm(&xd, batch, &wd, &y)?;
-        self.read_f32(&y)
+        let wd = self.upload_sparse24(w)?;
+        self.through(x, batch, w.rows, |xd, y| {
+            self.sparse24_gemm(xd, batch, &wd, y)
+        })
     }
 
     /// `x · Wᵀ` of host data through the dense kernel.
@@ -633,13 +632,21 @@ impl Gpu {
         rows: usize,
         cols: usize,
     ) -> Result<Vec<f32>, GpuError> {
-        expect_len("x", x.len(), batch * cols)?;
-        let (xd, wd, y) = (
-            self.upload_f32(x),
-            self.upload_dense(w, rows, cols)?,
-            self.empty(batch * rows),
-        );
-        self.dense_gemm(&xd, batch, &wd, &y)?;
+        let wd = self.upload_dense(w, rows, cols)?;
+        self.through(x, batch, rows, |xd, y| self.dense_gemm(xd, batch, &wd, y))
+    }
+
+    /// Uploads `x`, runs `launch(x, y)` into a fresh `[batch, rows]` output and reads it back.
+    /// The launcher checks `x`'s length against the weight.
+    fn through(
+        &self,
+        x: &[f32],
+        batch: usize,
+        rows: usize,
+        launch: impl FnOnce(&Resident, &Resident) -> Result<(), GpuError>,
+    ) -> Result<Vec<f32>, GpuError> {
+        let (xd, y) = (self.upload_f32(x), self.empty(batch * rows));
+        launch(&xd, &y)?;
         self.read_f32(&y)
     }
 }
