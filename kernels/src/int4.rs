@@ -39,7 +39,7 @@ impl PackedInt4 {
         scales: Vec<f32>,
         zeros: Option<Vec<f32>>,
     ) -> Result<Self, LayoutError> {
-        if group == 0 || group % 8 != 0 || cols % group != 0 {
+        if group == 0 || !group.is_multiple_of(8) || !cols.is_multiple_of(group) {
             return Err(LayoutError(format!(
                 "group size {group}: expected a multiple of 8 that divides in = {cols}"
             )));

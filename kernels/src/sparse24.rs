@@ -27,7 +27,7 @@ impl Sparse24 {
     /// Compresses a dense `[rows, cols]` weight. Errors when `cols` is not a multiple of 32 or a
     /// group of four holds more than two non-zeros (naming the row and the columns).
     pub fn compress(dense: &[f32], rows: usize, cols: usize) -> Result<Self, LayoutError> {
-        if cols % 32 != 0 {
+        if !cols.is_multiple_of(32) {
             return Err(LayoutError(format!(
                 "in = {cols}: the 2:4 layout needs a multiple of 32 input features"
             )));
