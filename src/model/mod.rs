@@ -382,6 +382,19 @@ impl Ends {
     }
 }
 
+/// Calls `f` with a 2-D tensor's values, row-major. On the host a contiguous f32 tensor is read
+/// in place, with no copy (it may be shared: it is only read); any other tensor is first copied
+/// to the host with [`to_host`].
+pub fn with_host<R>(t: &Tensor<2>, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if on_host(&t.device())
+        && let Ok(p) = t.clone().try_into_primitive::<burn::backend::Flex>()
+        && let Some(v) = p.as_slice::<f32>()
+    {
+        return Ok(f(v));
+    }
+    Ok(f(&to_host(t.clone())?))
+}
+
 /// Copies a 2-D tensor to the host as a row-major `Vec<f32>`.
 pub fn to_host(t: Tensor<2>) -> Result<Vec<f32>> {
     t.try_into_data()
@@ -394,4 +407,30 @@ pub fn to_host(t: Tensor<2>) -> Result<Vec<f32>> {
                 "cannot convert a tensor read from the device: {e:?}"
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `with_host` shows the row-major values: in place for a contiguous tensor (also while
+    /// another handle holds it), through a copy for a transposed view.
+    #[test]
+    fn with_host_reads_row_major_values() {
+        let device = Device::flex();
+        let v: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let t = from_host(v.clone(), [2, 3], &device);
+        let shared = t.clone();
+        assert_eq!(with_host(&t, |h| h.to_vec()).unwrap(), v);
+        let tr = shared.transpose();
+        assert_eq!(
+            with_host(&tr, |h| h.to_vec()).unwrap(),
+            vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+        );
+        let rows = t.slice([1..2, 0..3]);
+        assert_eq!(
+            with_host(&rows, |h| h.to_vec()).unwrap(),
+            vec![3.0, 4.0, 5.0]
+        );
+    }
 }

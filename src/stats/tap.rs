@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 use super::{Accumulator, Routing, StatKind, StatSet, Stats};
 use crate::error::Result;
 use crate::matrix::Matrix;
-use crate::model::{RoutingDecision, Tap, TapPoint, to_host};
+use crate::model::{RoutingDecision, Tap, TapPoint, to_host, with_host};
 
 /// Gathers statistics per tap point during one pass over the calibration batches.
 pub struct StatsTap {
@@ -118,22 +118,35 @@ impl StatsTap {
         (Stats::new(points, self.routing), kept)
     }
 
-    fn keep_rows(&mut self, point: TapPoint, x: &Tensor<2>, host: Option<&[f32]>) -> Result<()> {
+    /// Keeps `x`'s first rows at `point` while fewer than `keep_tokens` are kept.
+    fn keep_rows(&mut self, point: TapPoint, x: &Tensor<2>) -> Result<()> {
         let Some(&d) = self.keep.get(&point) else {
             return Ok(());
         };
         let tokens = x.dims()[0];
         let kept = self.kept.entry(point).or_default();
         let rows = ((self.keep_tokens * d).saturating_sub(kept.len()) / d.max(1)).min(tokens);
-        if rows == 0 {
-            return Ok(());
-        }
-        match host {
-            Some(h) => kept.extend_from_slice(&h[..rows * d]),
-            None => kept.extend(to_host(x.clone().slice([0..rows, 0..d]))?),
+        if rows > 0 {
+            kept.extend(to_host(x.clone().slice([0..rows, 0..d]))?);
         }
         Ok(())
     }
+}
+
+/// [`StatsTap::keep_rows`] from the input's host values `x` (row-major, the point's width).
+fn keep_host_rows(
+    kept: &mut BTreeMap<TapPoint, Vec<f32>>,
+    keep: &BTreeMap<TapPoint, usize>,
+    keep_tokens: usize,
+    point: TapPoint,
+    x: &[f32],
+) {
+    let Some(&d) = keep.get(&point) else {
+        return;
+    };
+    let kept = kept.entry(point).or_default();
+    let rows = ((keep_tokens * d).saturating_sub(kept.len()) / d.max(1)).min(x.len() / d.max(1));
+    kept.extend_from_slice(&x[..rows * d]);
 }
 
 /// Per-column reductions on the device: `d` floats (or `groups × d`) come to the host.
@@ -142,12 +155,11 @@ fn reduce_on_device(acc: &mut Accumulator, x: &Tensor<2>, groups: usize) -> Resu
     let kinds = acc.kinds();
     if kinds.contains(StatKind::SqNorms) {
         if crate::model::on_host(&x.device()) {
-            // One copy and one pass over it (burn's `square().sum_dim(0)` writes a squared
-            // copy first); same f32 sums to the bit.
-            acc.add_sq(&crate::kernels::elementwise::col_sq_sums(
-                &to_host(x.clone())?,
-                d,
-            ));
+            // One pass over the input, read in place (burn's `square().sum_dim(0)` writes a
+            // squared copy first); same f32 sums to the bit.
+            acc.add_sq(&with_host(x, |h| {
+                crate::kernels::elementwise::col_sq_sums(h, d)
+            })?);
         } else {
             acc.add_sq(&to_host(x.clone().square().sum_dim(0))?);
         }
@@ -184,20 +196,23 @@ impl Tap for StatsTap {
         };
         if self.leader(point) != point {
             // Gathered at the leader (the same tensor); only the rows are kept here.
-            return self.keep_rows(point, x, None);
+            return self.keep_rows(point, x);
         }
         let Some(acc) = self.acc.get_mut(&point) else {
-            return self.keep_rows(point, x, None);
+            return self.keep_rows(point, x);
         };
         if acc.kinds().contains(StatKind::Hessian) {
-            // The Hessian is built on the host (faer): copy the whole input once.
-            let host = to_host(x.clone())?;
-            acc.observe_host_grouped(&host, tokens, seqs, groups);
-            return self.keep_rows(point, x, Some(&host));
+            // The Hessian is built on the host (faer), from the input read in place there (a
+            // device's input is copied to the host once).
+            let (kept, keep, keep_tokens) = (&mut self.kept, &self.keep, self.keep_tokens);
+            return with_host(x, |host| {
+                acc.observe_host_grouped(host, tokens, seqs, groups);
+                keep_host_rows(kept, keep, keep_tokens, point, host);
+            });
         }
         acc.count(tokens, seqs);
         reduce_on_device(acc, x, groups)?;
-        self.keep_rows(point, x, None)
+        self.keep_rows(point, x)
     }
 
     fn wants_routing(&self) -> bool {
