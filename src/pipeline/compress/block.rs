@@ -398,13 +398,17 @@ impl<'a> BlockJob<'a> {
 
     /// `sequential: block`: gather, compress all, re-run. Replaces `hidden` with the outputs of
     /// the compressed block (`propagate_compressed`) or of the original one; empties it instead
-    /// when no block follows (`last`: nobody reads the last block's output).
+    /// when no block follows (`last`: nobody reads the last block's output). `release` is called
+    /// once `hidden` has been read and before it is replaced (the previous block's resume state
+    /// is written from it meanwhile).
+    #[allow(clippy::too_many_arguments)]
     pub fn run_block_mode(
         &mut self,
         hidden: &mut Vec<Tensor<3>>,
         rope: &Rope,
         propagate_compressed: bool,
         last: bool,
+        release: &mut dyn FnMut() -> Result<()>,
         sink: &mut Sink<'_>,
         progress: &dyn Progress,
     ) -> Result<()> {
@@ -424,6 +428,7 @@ impl<'a> BlockJob<'a> {
             self.kept_inputs = kept;
             self.compress(&group, &stats, propagate_compressed, sink, progress)?;
         }
+        release()?;
         if last {
             hidden.clear();
             return Ok(());
@@ -436,15 +441,19 @@ impl<'a> BlockJob<'a> {
 
     /// `sequential: linear`: true-sequential compression over the block's stages; replaces
     /// `hidden` with the fully compressed block's outputs, or empties it when no block follows
-    /// (`last`: the final stage is then not run).
+    /// (`last`: the final stage is then not run). `release` is called first, before `hidden`
+    /// is read (see [`Self::run_block_mode`]).
     pub fn run_linear_mode(
         &mut self,
         hidden: &mut Vec<Tensor<3>>,
         rope: &Rope,
         last: bool,
+        release: &mut dyn FnMut() -> Result<()>,
         sink: &mut Sink<'_>,
         progress: &dyn Progress,
     ) -> Result<()> {
+        // Starting the staged forward may copy a residual stream another handle still holds.
+        release()?;
         let mut staged: Vec<_> = hidden
             .drain(..)
             .map(|h| self.block.begin(h, true))

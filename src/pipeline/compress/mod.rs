@@ -286,12 +286,15 @@ pub fn compress(
     };
     writer.record();
 
+    // The previous block's resume state, being written while this block runs.
+    let mut pending = resume::PendingSave::default();
     progress.start("compress", cfg.num_layers as u64);
     for _ in 0..first {
         progress.step();
     }
     for b in first..cfg.num_layers {
         if crate::interrupt::check().is_err() {
+            pending.wait()?;
             state.keep();
             return Err(crate::PareError::InterruptedResumable(
                 state.dir().to_path_buf(),
@@ -341,14 +344,16 @@ pub fn compress(
         let mut job = BlockJob::new(&ctx, device_block, slots, &mut sink)?;
         let linear = plan.sequential == Sequential::Linear && job.needs_data();
         let last = b + 1 == cfg.num_layers;
+        let mut release = || pending.wait();
         if linear {
-            job.run_linear_mode(&mut hidden, &rope, last, &mut sink, progress)?;
+            job.run_linear_mode(&mut hidden, &rope, last, &mut release, &mut sink, progress)?;
         } else {
             job.run_block_mode(
                 &mut hidden,
                 &rope,
                 plan.propagate == Propagate::Compressed,
                 last,
+                &mut release,
                 &mut sink,
                 progress,
             )?;
@@ -364,15 +369,18 @@ pub fn compress(
             block: b,
             seconds: t_block.elapsed().as_secs_f64(),
         });
-        state.save_block(
+        // One writer at a time (both orderings have released it already).
+        pending.wait()?;
+        pending = state.save_block(
             b,
-            &writer.take_journal(),
+            writer.take_journal(),
             &report,
             export_state.snapshot(),
             &hidden,
         )?;
         progress.step();
     }
+    pending.wait()?;
     progress.finish();
     // Everything that is not a block linear: copied byte for byte.
     for name in runner.arch.passthrough_tensors(&runner.store) {

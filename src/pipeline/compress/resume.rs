@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::checkpoint::{Dtype, OutTensor};
 use crate::error::{PareError, Result};
-use crate::model::{from_host, to_host};
+use crate::model::{from_host, with_host};
 use crate::report::Report;
 
 /// The resume folder of one output. Dropped without [`ResumeDir::keep`] (a finished run, or one
@@ -62,6 +62,91 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes).map_err(|e| io("writing", &tmp, e))?;
     f.sync_all().map_err(|e| io("syncing", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io("renaming into", path, e))
+}
+
+/// A block's resume state being written ([`ResumeDir::save_block`]). Dropping it waits for the
+/// write, so that the folder is never removed under the writer.
+#[derive(Default)]
+pub struct PendingSave(Option<std::thread::JoinHandle<Result<()>>>);
+
+impl PendingSave {
+    /// Waits for the write to finish; its error, if any.
+    pub fn wait(&mut self) -> Result<()> {
+        match self.0.take() {
+            None => Ok(()),
+            Some(h) => h.join().map_err(|_| {
+                PareError::Internal("the resume-state writer thread panicked".into())
+            })?,
+        }
+    }
+}
+
+impl Drop for PendingSave {
+    fn drop(&mut self) {
+        let _ = self.wait();
+    }
+}
+
+/// Writes block `b`'s files into `dir` (see [`ResumeDir::save_block`]): its `tensors`, the
+/// serialised `state`, and `hidden`, each to `*.partial` then renamed; `block-{b}.done` last.
+fn write_block_state(
+    dir: &Path,
+    b: usize,
+    tensors: &[(String, OutTensor)],
+    state: &str,
+    hidden: &[Tensor<3>],
+) -> Result<()> {
+    let mut head = Vec::new();
+    let mut data = Vec::new();
+    for (name, t) in tensors {
+        head.push(json!({"name": name, "dtype": dtype_name(t.dtype), "shape": t.shape, "len": t.bytes.len()}));
+        data.extend_from_slice(&t.bytes);
+    }
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    let mut file = (head.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&head);
+    file.extend_from_slice(&data);
+    write_atomic(&dir.join(format!("block-{b}.tensors")), &file)?;
+    write_atomic(&dir.join(format!("state-{b}.json")), state.as_bytes())?;
+    // Streamed one batch at a time (the hidden states are the largest part of the state), each
+    // read in place on the host.
+    let path = dir.join(format!("hidden-{b}.bin"));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let err = |e| io("writing", &tmp, e);
+    w.write_all(&(hidden.len() as u64).to_le_bytes())
+        .map_err(err)?;
+    for t in hidden {
+        let [n, s, d] = t.dims();
+        for x in [n, s, d] {
+            w.write_all(&(x as u64).to_le_bytes()).map_err(err)?;
+        }
+        with_host(&t.clone().reshape([n * s, d]), |v| {
+            w.write_all(bytemuck::cast_slice(v))
+        })?
+        .map_err(err)?;
+    }
+    let f = w
+        .into_inner()
+        .map_err(|e| io("writing", &tmp, e.into_error()))?;
+    f.sync_all().map_err(|e| io("syncing", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io("renaming into", &path, e))?;
+    write_atomic(&dir.join(format!("block-{b}.done")), b"")?;
+    if b > 0 {
+        for f in [
+            format!("state-{}.json", b - 1),
+            format!("hidden-{}.bin", b - 1),
+        ] {
+            let p = dir.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| io("removing", &p, e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn dtype_name(d: Dtype) -> String {
@@ -166,66 +251,27 @@ impl ResumeDir {
 
     /// Saves finished block `b`: its tensors, the report and export bookkeeping, and the hidden
     /// states entering block `b + 1`; then marks it done and drops block `b − 1`'s state.
+    ///
+    /// The files are written by a background thread, so that the next block's work overlaps
+    /// them; the returned [`PendingSave`] holds its result. The thread reads `hidden` through
+    /// shared handles (no copy on the host): the caller waits for it before replacing those
+    /// tensors, so that their buffers are never held twice.
     pub fn save_block(
         &self,
         b: usize,
-        tensors: &[(String, OutTensor)],
+        tensors: Vec<(String, OutTensor)>,
         report: &Report,
         export: Value,
         hidden: &[Tensor<3>],
-    ) -> Result<()> {
-        let mut head = Vec::new();
-        let mut data = Vec::new();
-        for (name, t) in tensors {
-            head.push(json!({"name": name, "dtype": dtype_name(t.dtype), "shape": t.shape, "len": t.bytes.len()}));
-            data.extend_from_slice(&t.bytes);
-        }
-        let head = serde_json::to_vec(&head).unwrap_or_default();
-        let mut file = (head.len() as u64).to_le_bytes().to_vec();
-        file.extend_from_slice(&head);
-        file.extend_from_slice(&data);
-        write_atomic(&self.dir.join(format!("block-{b}.tensors")), &file)?;
-        let state = json!({"report": report, "export": export});
-        write_atomic(
-            &self.dir.join(format!("state-{b}.json")),
-            serde_json::to_string(&state).unwrap_or_default().as_bytes(),
-        )?;
-        // Streamed one batch at a time (the hidden states are the largest part of the state).
-        let path = self.dir.join(format!("hidden-{b}.bin"));
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".partial");
-        let tmp = PathBuf::from(tmp);
-        let f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        let err = |e| io("writing", &tmp, e);
-        w.write_all(&(hidden.len() as u64).to_le_bytes())
-            .map_err(err)?;
-        for t in hidden {
-            let [n, s, d] = t.dims();
-            for x in [n, s, d] {
-                w.write_all(&(x as u64).to_le_bytes()).map_err(err)?;
-            }
-            let v = to_host(t.clone().reshape([n * s, d]))?;
-            w.write_all(bytemuck::cast_slice(&v)).map_err(err)?;
-        }
-        let f = w
-            .into_inner()
-            .map_err(|e| io("writing", &tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| io("syncing", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io("renaming into", &path, e))?;
-        write_atomic(&self.dir.join(format!("block-{b}.done")), b"")?;
-        if b > 0 {
-            for f in [
-                format!("state-{}.json", b - 1),
-                format!("hidden-{}.bin", b - 1),
-            ] {
-                let p = self.dir.join(f);
-                if p.exists() {
-                    std::fs::remove_file(&p).map_err(|e| io("removing", &p, e))?;
-                }
-            }
-        }
-        Ok(())
+    ) -> Result<PendingSave> {
+        let state = serde_json::to_string(&json!({"report": report, "export": export}))
+            .map_err(|e| PareError::Internal(format!("cannot serialise the resume state: {e}")))?;
+        let (dir, hidden) = (self.dir.clone(), hidden.to_vec());
+        std::thread::Builder::new()
+            .name("pare-resume".into())
+            .spawn(move || write_block_state(&dir, b, &tensors, &state, &hidden))
+            .map(|h| PendingSave(Some(h)))
+            .map_err(|e| PareError::io("starting the resume-state writer", e))
     }
 
     fn read(&self, name: &str) -> Result<Vec<u8>> {
@@ -334,5 +380,77 @@ impl ResumeDir {
     pub fn remove(mut self) -> Result<()> {
         self.keep = true;
         std::fs::remove_dir_all(&self.dir).map_err(|e| io("removing", &self.dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hidden(seed: f32, device: &Device) -> Vec<Tensor<3>> {
+        (0..2)
+            .map(|i| {
+                let v: Vec<f32> = (0..3 * 4 * 5)
+                    .map(|j| seed + i as f32 * 0.5 + j as f32 * 0.25)
+                    .collect();
+                from_host(v, [3 * 4, 5], device).reshape([3, 4, 5])
+            })
+            .collect()
+    }
+
+    fn values(h: &[Tensor<3>]) -> Vec<Vec<f32>> {
+        h.iter()
+            .map(|t| crate::model::to_host(t.clone().reshape([12, 5])).unwrap())
+            .collect()
+    }
+
+    /// The background writer leaves what `--resume` reads back: the tensors, the state and the
+    /// hidden states bit for bit, block `b − 1`'s state dropped once block `b` is done.
+    #[test]
+    fn saved_state_reads_back_and_replaces_the_previous_block() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let device = Device::flex();
+        let fp = json!({"run": 1});
+        let (dir, resumed, _) = ResumeDir::open(&out, &fp, false).unwrap();
+        assert!(resumed.is_none());
+        let t = |b: u8| {
+            vec![(
+                format!("w{b}"),
+                OutTensor {
+                    dtype: Dtype::U8,
+                    shape: vec![3],
+                    bytes: vec![b, b + 1, b + 2],
+                },
+            )]
+        };
+        let report = Report::default();
+        for b in 0..2u8 {
+            let h = hidden(f32::from(b), &device);
+            let mut p = dir
+                .save_block(b.into(), t(b), &report, json!({"b": b}), &h)
+                .unwrap();
+            // The caller may drop its tensors at once: the writer holds its own handles.
+            drop(h);
+            p.wait().unwrap();
+        }
+        let d = dir.dir().to_path_buf();
+        assert!(!d.join("hidden-0.bin").exists() && !d.join("state-0.json").exists());
+        assert!(d.join("block-0.done").exists() && d.join("block-1.done").exists());
+        let got = dir.block_tensors(1).unwrap();
+        assert_eq!(got[0].0, "w1");
+        assert_eq!(got[0].1.bytes, vec![1, 2, 3]);
+        assert_eq!(dir.state(1).unwrap().1, json!({"b": 1}));
+        assert_eq!(
+            values(&dir.hidden(1, &device).unwrap()),
+            values(&hidden(1.0, &device))
+        );
+        // Kept (as a killed run leaves it) and reopened with --resume: the last finished block
+        // is 1.
+        let mut dir = dir;
+        dir.keep();
+        drop(dir);
+        let (_, r, _) = ResumeDir::open(&out, &fp, true).unwrap();
+        assert!(matches!(r, Some(Resumed { last_block: 1 })));
     }
 }
