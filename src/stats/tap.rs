@@ -123,9 +123,8 @@ impl StatsTap {
         let Some(&d) = self.keep.get(&point) else {
             return Ok(());
         };
-        let tokens = x.dims()[0];
         let kept = self.kept.entry(point).or_default();
-        let rows = ((self.keep_tokens * d).saturating_sub(kept.len()) / d.max(1)).min(tokens);
+        let rows = rows_to_keep(kept, self.keep_tokens, d, x.dims()[0]);
         if rows > 0 {
             kept.extend(to_host(x.clone().slice([0..rows, 0..d]))?);
         }
@@ -145,8 +144,13 @@ fn keep_host_rows(
         return;
     };
     let kept = kept.entry(point).or_default();
-    let rows = ((keep_tokens * d).saturating_sub(kept.len()) / d.max(1)).min(x.len() / d.max(1));
+    let rows = rows_to_keep(kept, keep_tokens, d, x.len() / d.max(1));
     kept.extend_from_slice(&x[..rows * d]);
+}
+
+/// How many of a batch's `tokens` rows (width `d`) to add to `kept` to reach `keep_tokens` rows.
+fn rows_to_keep(kept: &[f32], keep_tokens: usize, d: usize, tokens: usize) -> usize {
+    ((keep_tokens * d).saturating_sub(kept.len()) / d.max(1)).min(tokens)
 }
 
 /// Per-column reductions on the device: `d` floats (or `groups × d`) come to the host.

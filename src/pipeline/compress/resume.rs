@@ -12,7 +12,8 @@
 //! - `block-{b}.done`, written last: block `b` is complete.
 //!
 //! Every file is written to `*.partial` and renamed, so a kill leaves either the old state or
-//! the new. Resuming replays the saved tensors into a fresh output folder, restores the report
+//! the new. A block's files are written by a background thread while the next block runs
+//! ([`PendingSave`]); `block-{b}.done` appears only once they are all in place. Resuming replays the saved tensors into a fresh output folder, restores the report
 //! and bookkeeping, loads the hidden states and continues with block `k + 1`. The profile pass
 //! (if any) is re-run; it is deterministic. A successful run removes the folder, and so does one
 //! that fails (its input or recipe must change, so the state would not match); Ctrl-C and a kill
@@ -398,21 +399,21 @@ mod tests {
             .collect()
     }
 
-    fn values(h: &[Tensor<3>]) -> Vec<Vec<f32>> {
+    fn values(h: &[Tensor<3>]) -> Result<Vec<Vec<f32>>> {
         h.iter()
-            .map(|t| crate::model::to_host(t.clone().reshape([12, 5])).unwrap())
+            .map(|t| crate::model::to_host(t.clone().reshape([12, 5])))
             .collect()
     }
 
     /// The background writer leaves what `--resume` reads back: the tensors, the state and the
     /// hidden states bit for bit, block `b − 1`'s state dropped once block `b` is done.
     #[test]
-    fn saved_state_reads_back_and_replaces_the_previous_block() {
-        let tmp = tempfile::tempdir().unwrap();
+    fn saved_state_reads_back_and_replaces_the_previous_block() -> Result<()> {
+        let tmp = tempfile::tempdir().map_err(|e| PareError::io("tempdir", e))?;
         let out = tmp.path().join("out");
         let device = Device::flex();
         let fp = json!({"run": 1});
-        let (dir, resumed, _) = ResumeDir::open(&out, &fp, false).unwrap();
+        let (dir, resumed, _) = ResumeDir::open(&out, &fp, false)?;
         assert!(resumed.is_none());
         let t = |b: u8| {
             vec![(
@@ -427,30 +428,29 @@ mod tests {
         let report = Report::default();
         for b in 0..2u8 {
             let h = hidden(f32::from(b), &device);
-            let mut p = dir
-                .save_block(b.into(), t(b), &report, json!({"b": b}), &h)
-                .unwrap();
+            let mut p = dir.save_block(b.into(), t(b), &report, json!({"b": b}), &h)?;
             // The caller may drop its tensors at once: the writer holds its own handles.
             drop(h);
-            p.wait().unwrap();
+            p.wait()?;
         }
         let d = dir.dir().to_path_buf();
         assert!(!d.join("hidden-0.bin").exists() && !d.join("state-0.json").exists());
         assert!(d.join("block-0.done").exists() && d.join("block-1.done").exists());
-        let got = dir.block_tensors(1).unwrap();
+        let got = dir.block_tensors(1)?;
         assert_eq!(got[0].0, "w1");
         assert_eq!(got[0].1.bytes, vec![1, 2, 3]);
-        assert_eq!(dir.state(1).unwrap().1, json!({"b": 1}));
+        assert_eq!(dir.state(1)?.1, json!({"b": 1}));
         assert_eq!(
-            values(&dir.hidden(1, &device).unwrap()),
-            values(&hidden(1.0, &device))
+            values(&dir.hidden(1, &device)?)?,
+            values(&hidden(1.0, &device))?
         );
         // Kept (as a killed run leaves it) and reopened with --resume: the last finished block
         // is 1.
         let mut dir = dir;
         dir.keep();
         drop(dir);
-        let (_, r, _) = ResumeDir::open(&out, &fp, true).unwrap();
+        let (_, r, _) = ResumeDir::open(&out, &fp, true)?;
         assert!(matches!(r, Some(Resumed { last_block: 1 })));
+        Ok(())
     }
 }
