@@ -12,8 +12,8 @@
 //! - `block-{b}.done`, written last: block `b` is complete.
 //!
 //! Every file is written to `*.partial` and renamed, so a kill leaves either the old state or
-//! the new. A block's files are written by a background thread while the next block runs
-//! ([`PendingSave`]); `block-{b}.done` appears only once they are all in place. Resuming replays the saved tensors into a fresh output folder, restores the report
+//! the new. A block's hidden states are written by a background thread while the next block
+//! runs ([`PendingSave`]); `block-{b}.done` appears only once every file is in place. Resuming replays the saved tensors into a fresh output folder, restores the report
 //! and bookkeeping, loads the hidden states and continues with block `k + 1`. The profile pass
 //! (if any) is re-run; it is deterministic. A successful run removes the folder, and so does one
 //! that fails (its input or recipe must change, so the state would not match); Ctrl-C and a kill
@@ -56,11 +56,23 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> PareError {
 
 /// Writes `bytes` to `path` via `path.partial` and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, &mut |w| w.write_all(bytes))
+}
+
+/// Writes what `fill` writes to `path` via `path.partial` (buffered, synced) and a rename.
+fn write_atomic_with(
+    path: &Path,
+    fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| io("writing", &tmp, e))?;
+    let f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    fill(&mut w).map_err(|e| io("writing", &tmp, e))?;
+    let f = w
+        .into_inner()
+        .map_err(|e| io("writing", &tmp, e.into_error()))?;
     f.sync_all().map_err(|e| io("syncing", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io("renaming into", path, e))
 }
@@ -88,53 +100,46 @@ impl Drop for PendingSave {
     }
 }
 
-/// Writes block `b`'s files into `dir` (see [`ResumeDir::save_block`]): its `tensors`, the
-/// serialised `state`, and `hidden`, each to `*.partial` then renamed; `block-{b}.done` last.
-fn write_block_state(
-    dir: &Path,
-    b: usize,
-    tensors: &[(String, OutTensor)],
-    state: &str,
-    hidden: &[Tensor<3>],
-) -> Result<()> {
-    let mut head = Vec::new();
-    let mut data = Vec::new();
-    for (name, t) in tensors {
-        head.push(json!({"name": name, "dtype": dtype_name(t.dtype), "shape": t.shape, "len": t.bytes.len()}));
-        data.extend_from_slice(&t.bytes);
-    }
-    let head = serde_json::to_vec(&head).unwrap_or_default();
-    let mut file = (head.len() as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(&head);
-    file.extend_from_slice(&data);
-    write_atomic(&dir.join(format!("block-{b}.tensors")), &file)?;
-    write_atomic(&dir.join(format!("state-{b}.json")), state.as_bytes())?;
-    // Streamed one batch at a time (the hidden states are the largest part of the state), each
-    // read in place on the host.
-    let path = dir.join(format!("hidden-{b}.bin"));
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    let err = |e| io("writing", &tmp, e);
-    w.write_all(&(hidden.len() as u64).to_le_bytes())
-        .map_err(err)?;
-    for t in hidden {
-        let [n, s, d] = t.dims();
-        for x in [n, s, d] {
-            w.write_all(&(x as u64).to_le_bytes()).map_err(err)?;
+/// Writes block `b`'s `tensors` into `dir` (`block-{b}.tensors`: an 8-byte header length, a
+/// JSON header, then each tensor's bytes), streamed from the tensors with no copy.
+fn write_block_tensors(dir: &Path, b: usize, tensors: &[(String, OutTensor)]) -> Result<()> {
+    let head: Vec<Value> = tensors
+        .iter()
+        .map(|(name, t)| json!({"name": name, "dtype": dtype_name(t.dtype), "shape": t.shape, "len": t.bytes.len()}))
+        .collect();
+    let head = serde_json::to_vec(&head)
+        .map_err(|e| PareError::Internal(format!("cannot serialise a tensor header: {e}")))?;
+    write_atomic_with(&dir.join(format!("block-{b}.tensors")), &mut |w| {
+        w.write_all(&(head.len() as u64).to_le_bytes())?;
+        w.write_all(&head)?;
+        tensors.iter().try_for_each(|(_, t)| w.write_all(&t.bytes))
+    })
+}
+
+/// Writes the hidden states entering block `b + 1` (`hidden-{b}.bin`, each batch read in place
+/// on the host), then marks block `b` done and drops block `b − 1`'s state and hidden states.
+fn write_hidden_and_mark(dir: &Path, b: usize, hidden: &[Tensor<3>]) -> Result<()> {
+    let mut failed = None;
+    write_atomic_with(&dir.join(format!("hidden-{b}.bin")), &mut |w| {
+        w.write_all(&(hidden.len() as u64).to_le_bytes())?;
+        for t in hidden {
+            let [n, s, d] = t.dims();
+            for x in [n, s, d] {
+                w.write_all(&(x as u64).to_le_bytes())?;
+            }
+            match with_host(&t.clone().reshape([n * s, d]), |v| {
+                w.write_all(bytemuck::cast_slice(v))
+            }) {
+                Ok(r) => r?,
+                Err(e) => {
+                    failed = Some(e);
+                    return Err(std::io::Error::other("cannot read the hidden states"));
+                }
+            }
         }
-        with_host(&t.clone().reshape([n * s, d]), |v| {
-            w.write_all(bytemuck::cast_slice(v))
-        })?
-        .map_err(err)?;
-    }
-    let f = w
-        .into_inner()
-        .map_err(|e| io("writing", &tmp, e.into_error()))?;
-    f.sync_all().map_err(|e| io("syncing", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io("renaming into", &path, e))?;
+        Ok(())
+    })
+    .map_err(|e| failed.take().unwrap_or(e))?;
     write_atomic(&dir.join(format!("block-{b}.done")), b"")?;
     if b > 0 {
         for f in [
@@ -253,10 +258,12 @@ impl ResumeDir {
     /// Saves finished block `b`: its tensors, the report and export bookkeeping, and the hidden
     /// states entering block `b + 1`; then marks it done and drops block `b − 1`'s state.
     ///
-    /// The files are written by a background thread, so that the next block's work overlaps
-    /// them; the returned [`PendingSave`] holds its result. The thread reads `hidden` through
-    /// shared handles (no copy on the host): the caller waits for it before replacing those
-    /// tensors, so that their buffers are never held twice.
+    /// The tensors and the state are written here, so that their memory is free before the next
+    /// block is read. The hidden states, the done mark and the clean-up are left to a background
+    /// thread, so that the next block's work overlaps them; the returned [`PendingSave`] holds
+    /// its result. The thread reads `hidden` through shared handles (no copy on the host): the
+    /// caller waits for it before replacing those tensors, so that their buffers are never held
+    /// twice.
     pub fn save_block(
         &self,
         b: usize,
@@ -265,12 +272,15 @@ impl ResumeDir {
         export: Value,
         hidden: &[Tensor<3>],
     ) -> Result<PendingSave> {
+        write_block_tensors(&self.dir, b, &tensors)?;
+        drop(tensors);
         let state = serde_json::to_string(&json!({"report": report, "export": export}))
             .map_err(|e| PareError::Internal(format!("cannot serialise the resume state: {e}")))?;
+        write_atomic(&self.dir.join(format!("state-{b}.json")), state.as_bytes())?;
         let (dir, hidden) = (self.dir.clone(), hidden.to_vec());
         std::thread::Builder::new()
             .name("pare-resume".into())
-            .spawn(move || write_block_state(&dir, b, &tensors, &state, &hidden))
+            .spawn(move || write_hidden_and_mark(&dir, b, &hidden))
             .map(|h| PendingSave(Some(h)))
             .map_err(|e| PareError::io("starting the resume-state writer", e))
     }
