@@ -15,7 +15,9 @@ computes in f32 whatever the checkpoint's dtype), in bytes:
                    at once in block mode, the widest stage in linear mode
   error rows       the 1,024 calibration rows kept per tap point for the reported ‖WX − W′X‖
   one linear       the linear being compressed: original, current and output [out, in], plus
-                   for OBS methods (SparseGPT, GPTQ) the f64 Cholesky factor [in, in]
+                   for OBS methods (SparseGPT, GPTQ) the factorisation's working set at
+                   [in, in]: the f64 Cholesky factor and the f32 U (12·in² bytes) up to 4,096
+                   columns, the f32 factor and U (8·in² bytes) beyond (src/compress/kit/obs.rs)
 
 usage: rss_bound.py CONFIG.json --samples N --seq S --mode block|linear --method M
                     --floor-kb KB --peak-kb KB [--batch 4] [--label NAME]
@@ -52,7 +54,8 @@ def bound(cfg, samples, seq, batch, mode, method, floor):
     largest = max(f * h, (q + 2 * kv * hd) * h)
     one = 3 * F32 * largest
     if method in HESSIAN:
-        one += 8 * max(widths) ** 2
+        d = max(widths)
+        one += (12 if d <= 4096 else 8) * d**2
     terms["one linear being compressed"] = one
     return terms
 
