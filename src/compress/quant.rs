@@ -32,8 +32,9 @@ impl From<safetensors::Dtype> for ScaleDtype {
 }
 
 impl ScaleDtype {
-    /// Rounds `x` to this dtype (round to nearest, ties to even) and back to f32.
-    #[inline]
+    /// Rounds `x` to this dtype (round to nearest, ties to even) and back to f32. Always inlined:
+    /// GPTQ's per-column loop calls it twice per weight from a CPU-feature-specialised function.
+    #[inline(always)]
     pub fn round(self, x: f32) -> f32 {
         match self {
             ScaleDtype::F32 | ScaleDtype::F16Grid => x,
@@ -111,7 +112,7 @@ pub fn minmax_params(values: &[f32], scheme: &QuantScheme, dt: ScaleDtype) -> Gr
 
 /// Quantises one value: `round_half_even(clamp(w/scale + zp, qmin, qmax))`, with `w/scale` and
 /// the addition rounded to `dt` (clamp before rounding, as compressed-tensors does).
-#[inline]
+#[inline(always)]
 pub fn quantize_value(w: f32, p: GroupParams, scheme: &QuantScheme, dt: ScaleDtype) -> i32 {
     let mut s = dt.round(w / p.scale);
     if p.zero_point != 0 {
