@@ -431,6 +431,7 @@ fn run(cli: Cli) -> Result<String> {
 }
 
 fn main() -> ExitCode {
+    pare::mem::reuse_freed_memory();
     let cli = Cli::parse();
     // Logging is opt-in (PARE_LOG=debug …): with any global subscriber installed the `log`
     // records of burn's hot loops are dispatched at run time, which measured 1.5x slower on the
