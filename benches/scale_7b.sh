@@ -19,6 +19,9 @@ SAMPLES="${SAMPLES:-16}"
 SEQ="${SEQ:-256}"
 cleanup() { if [ -z "${KEEP:-}" ]; then rm -rf "$DIR" "$WORK"; fi; }
 trap cleanup EXIT
+# The checkpoint generator is a test binary; name the shared folder explicitly, since a binary
+# reused from a shared target folder may have been built from another checkout path.
+export PARE_SHARED="${PARE_SHARED:-$(cd .. && pwd)/shared}"
 [ -n "${PARE_NO_BUILD:-}" ] || cargo build --quiet
 mkdir -p "$WORK"
 if [ ! -f "$DIR/config.json" ]; then
