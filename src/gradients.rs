@@ -86,12 +86,11 @@ fn entries(slots: &[LinearSlot]) -> Vec<crate::checkpoint::writer::Slot> {
     slots
         .iter()
         .map(|s| {
-            (
+            crate::checkpoint::writer::Slot::entry(
                 tensor_name(s),
                 Dtype::F32,
                 vec![s.rows, s.cols],
                 s.rows * s.cols * 4,
-                0,
             )
         })
         .collect()
@@ -107,9 +106,9 @@ fn layout(
     let data_start = 8 + head.len();
     let mut tensors = BTreeMap::new();
     let mut off = data_start;
-    for (name, _, shape, len, _) in entries {
-        tensors.insert(name.clone(), (off, shape[0], shape[1]));
-        off += len;
+    for e in entries {
+        tensors.insert(e.name.clone(), (off, e.shape[0], e.shape[1]));
+        off += e.len;
     }
     (
         Layout {

@@ -17,6 +17,8 @@ pub mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod writer_tests;
 
 pub use formats::{
     OutTensor, encode_dense, encode_floats, encode_pack_quantized, encode_sparse_24_bitmask,
@@ -25,4 +27,4 @@ pub use formats::{
 pub use qconfig::{QuantGroup, QuantizationConfig, SparsityConfig};
 pub use reader::{TensorInfo, TensorStore, is_float};
 pub use safetensors::Dtype;
-pub use writer::{CheckpointWriter, DEFAULT_MAX_SHARD_BYTES};
+pub use writer::{CheckpointWriter, DEFAULT_MAX_SHARD_BYTES, StoredTensor};

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use safetensors::Dtype;
 
@@ -95,7 +96,10 @@ struct OpenShard {
     path: PathBuf,
     data: BufWriter<File>,
     slots: Vec<Slot>,
+    /// Bytes of the shard's tensors.
     bytes: u64,
+    /// Bytes written to its data file (the tensors not stored elsewhere).
+    bytes_data: u64,
 }
 
 /// Writes one output checkpoint; see the module docs.
@@ -164,8 +168,44 @@ fn canonical_target(path: &Path) -> Option<PathBuf> {
     Some(parent.canonicalize().ok()?.join(path.file_name()?))
 }
 
-/// Header entry of one tensor: name, dtype, shape, byte length, offset in the shard's data file.
-pub(crate) type Slot = (String, Dtype, Vec<usize>, usize, u64);
+/// A tensor already on disk in a file the caller keeps until [`CheckpointWriter::finish`] (the
+/// resume state's per-block tensor files): its bytes are `len` bytes at `offset` of `path`.
+#[derive(Clone, Debug)]
+pub struct StoredTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub path: Arc<PathBuf>,
+    pub offset: u64,
+    pub len: usize,
+}
+
+/// Header entry of one tensor: name, dtype, shape, byte length, and where its bytes are: at
+/// `offset` of the shard's data file (`file: None`) or of a caller's file.
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    pub(crate) name: String,
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) len: usize,
+    offset: u64,
+    file: Option<Arc<PathBuf>>,
+}
+
+impl Slot {
+    /// A header entry only (for laying out a file written elsewhere, such as the gradient
+    /// artefact).
+    pub(crate) fn entry(name: String, dtype: Dtype, shape: Vec<usize>, len: usize) -> Self {
+        Self {
+            name,
+            dtype,
+            shape,
+            len,
+            offset: 0,
+            file: None,
+        }
+    }
+}
 
 /// The safetensors header (JSON, space-padded to at least `min_len` and so that the data starts
 /// at a multiple of 8) for tensors laid out in the order given.
@@ -184,13 +224,13 @@ pub(crate) fn header(
         items.push(format!("\"__metadata__\":{{{}}}", kv.join(",")));
     }
     let mut off = 0usize;
-    for (name, dtype, shape, len, _) in tensors {
-        let dt = serde_json::to_string(dtype).unwrap_or_default();
-        let shape: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        let end = off + len;
+    for t in tensors {
+        let dt = serde_json::to_string(&t.dtype).unwrap_or_default();
+        let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+        let end = off + t.len;
         items.push(format!(
             "{}:{{\"dtype\":{dt},\"shape\":[{}],\"data_offsets\":[{off},{end}]}}",
-            q(name),
+            q(&t.name),
             shape.join(",")
         ));
         off = end;
@@ -205,17 +245,19 @@ pub(crate) fn header(
 /// Orders a shard's tensors like safetensors: larger elements first (keeps alignment), then name.
 fn order(tensors: &mut [Slot]) {
     tensors.sort_by(|a, b| {
-        b.1.bitsize()
-            .cmp(&a.1.bitsize())
-            .then_with(|| a.0.cmp(&b.0))
+        b.dtype
+            .bitsize()
+            .cmp(&a.dtype.bitsize())
+            .then_with(|| a.name.cmp(&b.name))
     });
 }
 
-/// Writes the shard `path`: header `head`, then each slot's bytes copied from `data` (the shard's
-/// data file, open for reading) in slot order, in chunks.
+/// Writes the shard `path`: header `head`, then each slot's bytes in slot order, in chunks,
+/// copied from `data` (the shard's data file `data_path`, open for reading) or from the slot's
+/// own file.
 fn write_shard(
     path: &Path,
-    data: &mut File,
+    (data_path, data): (&Path, &mut File),
     slots: &[Slot],
     head: &[u8],
     budget: &mut Budget,
@@ -226,20 +268,41 @@ fn write_shard(
         budget,
     };
     let mut buf = vec![0u8; COPY_CHUNK];
-    let mut read_err = None;
+    // The caller's file read last, kept open for the next slot in it.
+    let mut other: Option<(Arc<PathBuf>, File)> = None;
+    let mut read_err: Option<(PathBuf, std::io::Error)> = None;
     let res = (|| {
         w.write_all(&(head.len() as u64).to_le_bytes())?;
         w.write_all(head)?;
-        for (_, _, _, len, off) in slots {
-            if let Err(e) = data.seek(SeekFrom::Start(*off)) {
-                read_err = Some(e);
+        for s in slots {
+            let from = s.file.as_deref().map_or(data_path, PathBuf::as_path);
+            let src: &mut File = match &s.file {
+                None => &mut *data,
+                Some(p) => {
+                    if other.as_ref().is_none_or(|(q, _)| q != p) {
+                        match File::open(p.as_path()) {
+                            Ok(f) => other = Some((p.clone(), f)),
+                            Err(e) => {
+                                read_err = Some((from.to_path_buf(), e));
+                                return Ok(());
+                            }
+                        }
+                    }
+                    match other.as_mut() {
+                        Some((_, f)) => f,
+                        None => return Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = src.seek(SeekFrom::Start(s.offset)) {
+                read_err = Some((from.to_path_buf(), e));
                 return Ok(());
             }
-            let mut left = *len;
+            let mut left = s.len;
             while left > 0 {
                 let n = left.min(buf.len());
-                if let Err(e) = data.read_exact(&mut buf[..n]) {
-                    read_err = Some(e);
+                if let Err(e) = src.read_exact(&mut buf[..n]) {
+                    read_err = Some((from.to_path_buf(), e));
                     return Ok(());
                 }
                 w.write_all(&buf[..n])?;
@@ -250,9 +313,13 @@ fn write_shard(
         w.inner.get_ref().sync_all()
     })();
     res.map_err(|e| io_err("writing", path, e))?;
-    if let Some(e) = read_err {
+    if let Some((from, e)) = read_err {
         return Err(PareError::io(
-            format!("reading back the tensor data for {}", path.display()),
+            format!(
+                "reading back the tensor data for {} from {}",
+                path.display(),
+                from.display()
+            ),
             e,
         ));
     }
@@ -359,14 +426,30 @@ impl CheckpointWriter {
         &self.stale
     }
 
-    /// Adds a tensor: closes the current shard first when this tensor would overflow it, then
-    /// appends the bytes to the open shard's data file (nothing but the header entry is kept).
-    /// Starts recording every added tensor (for the resume state).
+    /// Starts recording: from now on [`CheckpointWriter::add`] keeps each tensor (in order)
+    /// instead of writing it, until the caller takes them with
+    /// [`CheckpointWriter::take_journal`], stores them in a file of its own and hands them back
+    /// with [`CheckpointWriter::add_stored`]. The compress loop's resume state is that file, so
+    /// a block's tensors are written to disk once before the shard is assembled, not twice.
     pub fn record(&mut self) {
         self.journal = Some(Vec::new());
     }
 
-    /// The tensors added since recording started or the last call, in order.
+    /// Stops recording; tensors added later are written at once again. Errors when recorded
+    /// tensors were never taken.
+    pub fn stop_recording(&mut self) -> Result<()> {
+        match self.journal.take() {
+            Some(j) if !j.is_empty() => Err(PareError::Internal(format!(
+                "{} recorded tensors (the first `{}`) were never stored",
+                j.len(),
+                j[0].0
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The tensors added since recording started or the last call, in order. They are not in
+    /// the output until given back with [`CheckpointWriter::add_stored`].
     pub fn take_journal(&mut self) -> Vec<(String, OutTensor)> {
         self.journal
             .as_mut()
@@ -374,10 +457,10 @@ impl CheckpointWriter {
             .unwrap_or_default()
     }
 
+    /// Adds a tensor: closes the current shard first when this tensor would overflow it, then
+    /// appends the bytes to the open shard's data file (nothing but the header entry is kept).
+    /// While recording, the tensor is kept for [`CheckpointWriter::take_journal`] instead.
     pub fn add(&mut self, name: String, t: OutTensor) -> Result<()> {
-        if let Some(j) = self.journal.as_mut() {
-            j.push((name.clone(), t.clone()));
-        }
         let numel: usize = t.shape.iter().product();
         if (numel * t.dtype.bitsize()).div_ceil(8) != t.bytes.len() {
             return Err(PareError::Internal(format!(
@@ -387,12 +470,63 @@ impl CheckpointWriter {
                 t.dtype
             )));
         }
+        if let Some(j) = self.journal.as_mut() {
+            j.push((name, t));
+            return Ok(());
+        }
+        let OutTensor {
+            dtype,
+            shape,
+            bytes,
+        } = t;
+        self.place(name, dtype, shape, bytes.len(), None)?;
+        let open = self
+            .open
+            .as_mut()
+            .ok_or_else(|| PareError::Internal("no open shard after placing a tensor".into()))?;
+        let mut w = Counted {
+            inner: &mut open.data,
+            budget: &mut self.budget,
+        };
+        w.write_all(&bytes)
+            .map_err(|e| io_err("writing", &open.path, e))?;
+        open.bytes_data += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Adds a tensor whose bytes are already in a file the caller keeps, unchanged, until
+    /// [`CheckpointWriter::finish`]: they are copied from there when the shard is assembled.
+    pub fn add_stored(&mut self, t: StoredTensor) -> Result<()> {
+        let numel: usize = t.shape.iter().product();
+        if (numel * t.dtype.bitsize()).div_ceil(8) != t.len {
+            return Err(PareError::Internal(format!(
+                "stored tensor `{}` in {}: {} bytes do not match shape {:?} of {:?}",
+                t.name,
+                t.path.display(),
+                t.len,
+                t.shape,
+                t.dtype
+            )));
+        }
+        self.place(t.name, t.dtype, t.shape, t.len, Some((t.path, t.offset)))
+    }
+
+    /// Enters a tensor of `len` bytes in the open shard (closing the current one first when it
+    /// would overflow), its bytes next in the data file (`stored: None`) or in a caller's file.
+    fn place(
+        &mut self,
+        name: String,
+        dtype: Dtype,
+        shape: Vec<usize>,
+        len: usize,
+        stored: Option<(Arc<PathBuf>, u64)>,
+    ) -> Result<()> {
         if !self.names.insert(name.clone()) {
             return Err(PareError::Internal(format!(
                 "tensor `{name}` written twice"
             )));
         }
-        let size = t.bytes.len() as u64;
+        let size = len as u64;
         if self
             .open
             .as_ref()
@@ -412,17 +546,22 @@ impl CheckpointWriter {
                     data: BufWriter::with_capacity(COPY_CHUNK, f),
                     slots: Vec::new(),
                     bytes: 0,
+                    bytes_data: 0,
                 })
             }
         };
-        let mut w = Counted {
-            inner: &mut open.data,
-            budget: &mut self.budget,
+        let (file, offset) = match stored {
+            Some((p, off)) => (Some(p), off),
+            None => (None, open.bytes_data),
         };
-        w.write_all(&t.bytes)
-            .map_err(|e| io_err("writing", &open.path, e))?;
-        open.slots
-            .push((name, t.dtype, t.shape, t.bytes.len(), open.bytes));
+        open.slots.push(Slot {
+            name,
+            dtype,
+            shape,
+            len,
+            offset,
+            file,
+        });
         open.bytes += size;
         self.total_size += size;
         Ok(())
@@ -457,7 +596,13 @@ impl CheckpointWriter {
             ),
         };
         let mut data = File::open(&data_path).map_err(|e| io_err("reading back", &data_path, e))?;
-        write_shard(&path, &mut data, &slots, &head, &mut self.budget)?;
+        write_shard(
+            &path,
+            (&data_path, &mut data),
+            &slots,
+            &head,
+            &mut self.budget,
+        )?;
         drop(data);
         std::fs::remove_file(&data_path).map_err(|e| io_err("removing", &data_path, e))?;
         Ok(Some((path, slots)))
@@ -548,6 +693,7 @@ impl CheckpointWriter {
         mut metadata: BTreeMap<String, String>,
         post: &mut dyn FnMut(&Path) -> Result<()>,
     ) -> Result<PathBuf> {
+        self.stop_recording()?;
         metadata
             .entry("format".into())
             .or_insert_with(|| "pt".into());
@@ -560,6 +706,7 @@ impl CheckpointWriter {
                 data: BufWriter::new(f),
                 slots: Vec::new(),
                 bytes: 0,
+                bytes_data: 0,
             });
         }
         let n = self.shards.len() + usize::from(self.open.is_some());
@@ -574,14 +721,14 @@ impl CheckpointWriter {
         for (i, (partial, sl)) in std::mem::take(&mut self.shards).into_iter().enumerate() {
             let dest = self.tmp.join(file_name(i + 1));
             Self::restamp(&partial, &dest, &sl, &metadata, &mut self.budget)?;
-            for (name, ..) in sl {
-                weight_map.insert(name, file_name(i + 1));
+            for t in sl {
+                weight_map.insert(t.name, file_name(i + 1));
             }
         }
         let dest = self.tmp.join(file_name(n));
         if let Some((_, sl)) = self.close_open(Some((&dest, &metadata)))? {
-            for (name, ..) in sl {
-                weight_map.insert(name, file_name(n));
+            for t in sl {
+                weight_map.insert(t.name, file_name(n));
             }
         }
         if n > 1 {

@@ -73,17 +73,26 @@ impl Mask {
         }
     }
 
-    /// The exact zeros of `w`, or `None` when it has none.
+    /// The exact zeros of `w`, or `None` when it has none. Built 64 weights to a word,
+    /// branch-free and in parallel over chunks of words (a 7B block's 202 M weights in tens of
+    /// milliseconds).
     pub fn from_zeros(w: &Matrix) -> Option<Self> {
+        use rayon::prelude::*;
+        /// Words per parallel task (4 Mi weights).
+        const WORDS: usize = 1 << 16;
         let mut m = Self::empty(w.rows, w.cols);
-        let mut any = false;
-        for (i, v) in w.data.iter().enumerate() {
-            if *v == 0.0 {
-                m.bits[i / 64] |= 1 << (i % 64);
-                any = true;
-            }
-        }
-        any.then_some(m)
+        m.bits
+            .par_chunks_mut(WORDS)
+            .zip(w.data.par_chunks(WORDS * 64))
+            .for_each(|(bits, vals)| {
+                for (b, c) in bits.iter_mut().zip(vals.chunks(64)) {
+                    *b = c
+                        .iter()
+                        .enumerate()
+                        .fold(0u64, |x, (j, v)| x | (u64::from(*v == 0.0) << j));
+                }
+            });
+        m.bits.iter().any(|&b| b != 0).then_some(m)
     }
 
     pub fn rows(&self) -> usize {
@@ -313,5 +322,40 @@ impl LinearOutput {
     pub fn with_notes(mut self, notes: Vec<String>) -> Self {
         self.notes = notes;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-wise, parallel mask marks exactly the weights equal to zero (−0.0 included, NaN
+    /// not), across a task boundary and a partial last word.
+    #[test]
+    fn mask_from_zeros_marks_exactly_the_zeros() {
+        let (rows, cols) = (65, 64 * 1024 + 3);
+        let mut w = Matrix {
+            rows,
+            cols,
+            data: (0..rows * cols).map(|i| 1.0 + (i % 7) as f32).collect(),
+        };
+        let zeros: Vec<usize> = (0..rows * cols)
+            .filter(|i| i % 97 == 5 || i % 1009 == 0)
+            .collect();
+        for &i in &zeros {
+            w.data[i] = if i % 2 == 0 { 0.0 } else { -0.0 };
+        }
+        w.data[7] = f32::NAN;
+        let m = Mask::from_zeros(&w).expect("has zeros");
+        assert_eq!(m.count(), zeros.len());
+        assert!(zeros.iter().all(|&i| m.get(i)));
+        assert!(!m.get(7) && !m.get(6));
+        assert_eq!(m.bits.len(), (rows * cols).div_ceil(64));
+        let dense = Matrix {
+            rows: 3,
+            cols: 5,
+            data: vec![0.5; 15],
+        };
+        assert!(Mask::from_zeros(&dense).is_none());
     }
 }

@@ -268,8 +268,8 @@ pub fn compress(
         None => 0,
         Some(r) => {
             for b in 0..=r.last_block {
-                for (name, t) in state.block_tensors(b)? {
-                    writer.add(name, t)?;
+                for t in state.block_tensors(b)? {
+                    writer.add_stored(t)?;
                 }
             }
             let (rep, exp) = state.state(r.last_block)?;
@@ -371,16 +371,22 @@ pub fn compress(
         });
         // One writer at a time (both orderings have released it already).
         pending.wait()?;
-        pending = state.save_block(
+        let (saving, stored) = state.save_block(
             b,
             writer.take_journal(),
             &report,
             export_state.snapshot(),
             &hidden,
         )?;
+        pending = saving;
+        // The output takes the block's tensors from the resume state's file.
+        for t in stored {
+            writer.add_stored(t)?;
+        }
         progress.step();
     }
     pending.wait()?;
+    writer.stop_recording()?;
     progress.finish();
     // Everything that is not a block linear: copied byte for byte.
     for name in runner.arch.passthrough_tensors(&runner.store) {

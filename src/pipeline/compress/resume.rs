@@ -21,11 +21,12 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
 use serde_json::{Value, json};
 
-use crate::checkpoint::{Dtype, OutTensor};
+use crate::checkpoint::{Dtype, OutTensor, StoredTensor};
 use crate::error::{PareError, Result};
 use crate::model::{from_host, with_host};
 use crate::report::Report;
@@ -101,19 +102,41 @@ impl Drop for PendingSave {
 }
 
 /// Writes block `b`'s `tensors` into `dir` (`block-{b}.tensors`: an 8-byte header length, a
-/// JSON header, then each tensor's bytes), streamed from the tensors with no copy.
-fn write_block_tensors(dir: &Path, b: usize, tensors: &[(String, OutTensor)]) -> Result<()> {
+/// JSON header, then each tensor's bytes), streamed from the tensors with no copy. Returns where
+/// each tensor's bytes now are, for [`crate::checkpoint::CheckpointWriter::add_stored`].
+fn write_block_tensors(
+    dir: &Path,
+    b: usize,
+    tensors: &[(String, OutTensor)],
+) -> Result<Vec<StoredTensor>> {
     let head: Vec<Value> = tensors
         .iter()
         .map(|(name, t)| json!({"name": name, "dtype": dtype_name(t.dtype), "shape": t.shape, "len": t.bytes.len()}))
         .collect();
     let head = serde_json::to_vec(&head)
         .map_err(|e| PareError::Internal(format!("cannot serialise a tensor header: {e}")))?;
-    write_atomic_with(&dir.join(format!("block-{b}.tensors")), &mut |w| {
+    let path = Arc::new(dir.join(format!("block-{b}.tensors")));
+    write_atomic_with(&path, &mut |w| {
         w.write_all(&(head.len() as u64).to_le_bytes())?;
         w.write_all(&head)?;
         tensors.iter().try_for_each(|(_, t)| w.write_all(&t.bytes))
-    })
+    })?;
+    let mut at = 8 + head.len() as u64;
+    Ok(tensors
+        .iter()
+        .map(|(name, t)| {
+            let s = StoredTensor {
+                name: name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                path: path.clone(),
+                offset: at,
+                len: t.bytes.len(),
+            };
+            at += t.bytes.len() as u64;
+            s
+        })
+        .collect())
 }
 
 /// Writes the hidden states entering block `b + 1` (`hidden-{b}.bin`, each batch read in place
@@ -259,7 +282,10 @@ impl ResumeDir {
     /// states entering block `b + 1`; then marks it done and drops block `b − 1`'s state.
     ///
     /// The tensors and the state are written here, so that their memory is free before the next
-    /// block is read. The hidden states, the done mark and the clean-up are left to a background
+    /// block is read; the tensors' file is where the output takes their bytes from, so the
+    /// returned [`StoredTensor`]s go to the checkpoint writer and the file stays until the run
+    /// ends (it is written once, not once here and once into the output's data file). The
+    /// hidden states, the done mark and the clean-up are left to a background
     /// thread, so that the next block's work overlaps them; the returned [`PendingSave`] holds
     /// its result. The thread reads `hidden` through shared handles (no copy on the host): the
     /// caller waits for it before replacing those tensors, so that their buffers are never held
@@ -271,8 +297,8 @@ impl ResumeDir {
         report: &Report,
         export: Value,
         hidden: &[Tensor<3>],
-    ) -> Result<PendingSave> {
-        write_block_tensors(&self.dir, b, &tensors)?;
+    ) -> Result<(PendingSave, Vec<StoredTensor>)> {
+        let stored = write_block_tensors(&self.dir, b, &tensors)?;
         drop(tensors);
         let state = serde_json::to_string(&json!({"report": report, "export": export}))
             .map_err(|e| PareError::Internal(format!("cannot serialise the resume state: {e}")))?;
@@ -281,7 +307,7 @@ impl ResumeDir {
         std::thread::Builder::new()
             .name("pare-resume".into())
             .spawn(move || write_hidden_and_mark(&dir, b, &hidden))
-            .map(|h| PendingSave(Some(h)))
+            .map(|h| (PendingSave(Some(h)), stored))
             .map_err(|e| PareError::io("starting the resume-state writer", e))
     }
 
@@ -301,22 +327,32 @@ impl ResumeDir {
         ))
     }
 
-    /// The tensors block `b` added, in order.
-    pub fn block_tensors(&self, b: usize) -> Result<Vec<(String, OutTensor)>> {
-        let bytes = self.read(&format!("block-{b}.tensors"))?;
-        let n = bytes
-            .get(..8)
-            .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])) as usize)
-            .ok_or_else(|| self.corrupt("short tensor file"))?;
-        let head: Vec<Value> = bytes
-            .get(8..8 + n)
-            .and_then(|h| serde_json::from_slice(h).ok())
-            .ok_or_else(|| self.corrupt("tensor header"))?;
+    /// The tensors block `b` added, in order, as stored in its tensor file (only the header is
+    /// read; the file's length is checked against it).
+    pub fn block_tensors(&self, b: usize) -> Result<Vec<StoredTensor>> {
+        let path = Arc::new(self.dir.join(format!("block-{b}.tensors")));
+        let mut f = std::fs::File::open(path.as_path()).map_err(|e| io("reading", &path, e))?;
+        let size = f.metadata().map_err(|e| io("reading", &path, e))?.len();
+        let mut n = [0u8; 8];
+        f.read_exact(&mut n)
+            .map_err(|_| self.corrupt("short tensor file"))?;
+        let n = u64::from_le_bytes(n);
+        if n > size.saturating_sub(8) {
+            return Err(self.corrupt("tensor header"));
+        }
+        let mut head = vec![0u8; n as usize];
+        f.read_exact(&mut head)
+            .map_err(|_| self.corrupt("tensor header"))?;
+        let head: Vec<Value> =
+            serde_json::from_slice(&head).map_err(|_| self.corrupt("tensor header"))?;
         let mut at = 8 + n;
         let mut out = Vec::with_capacity(head.len());
         for h in head {
-            let len = h["len"].as_u64().unwrap_or(0) as usize;
-            let t = OutTensor {
+            let len = h["len"]
+                .as_u64()
+                .ok_or_else(|| self.corrupt("tensor length"))?;
+            out.push(StoredTensor {
+                name: h["name"].as_str().unwrap_or_default().to_string(),
                 dtype: h["dtype"]
                     .as_str()
                     .and_then(dtype_of)
@@ -329,14 +365,14 @@ impl ResumeDir {
                             .collect()
                     })
                     .unwrap_or_default(),
-                bytes: bytes
-                    .get(at..at + len)
-                    .ok_or_else(|| self.corrupt("tensor data"))?
-                    .to_vec(),
-            };
+                path: path.clone(),
+                offset: at,
+                len: len as usize,
+            });
             at += len;
-            let name = h["name"].as_str().unwrap_or_default().to_string();
-            out.push((name, t));
+        }
+        if at != size {
+            return Err(self.corrupt("tensor data"));
         }
         Ok(out)
     }
@@ -438,7 +474,8 @@ mod tests {
         let report = Report::default();
         for b in 0..2u8 {
             let h = hidden(f32::from(b), &device);
-            let mut p = dir.save_block(b.into(), t(b), &report, json!({"b": b}), &h)?;
+            let (mut p, stored) = dir.save_block(b.into(), t(b), &report, json!({"b": b}), &h)?;
+            assert_eq!(stored.len(), 1);
             // The caller may drop its tensors at once: the writer holds its own handles.
             drop(h);
             p.wait()?;
@@ -447,8 +484,11 @@ mod tests {
         assert!(!d.join("hidden-0.bin").exists() && !d.join("state-0.json").exists());
         assert!(d.join("block-0.done").exists() && d.join("block-1.done").exists());
         let got = dir.block_tensors(1)?;
-        assert_eq!(got[0].0, "w1");
-        assert_eq!(got[0].1.bytes, vec![1, 2, 3]);
+        assert_eq!(got[0].name, "w1");
+        assert_eq!((got[0].dtype, got[0].shape.clone()), (Dtype::U8, vec![3]));
+        let bytes = std::fs::read(got[0].path.as_path()).map_err(|e| PareError::io("read", e))?;
+        let at = got[0].offset as usize;
+        assert_eq!(bytes[at..at + got[0].len], [1, 2, 3]);
         assert_eq!(dir.state(1)?.1, json!({"b": 1}));
         assert_eq!(
             values(&dir.hidden(1, &device)?)?,
