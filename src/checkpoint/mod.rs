@@ -9,6 +9,7 @@
 //! - The `encode_*` functions turn a compressed linear into [`OutTensor`]s, which
 //!   [`CheckpointWriter`] writes.
 
+mod budget;
 pub mod formats;
 pub mod linear;
 pub mod qconfig;

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use safetensors::Dtype;
 
+use crate::checkpoint::budget::{Budget, Counted};
 use crate::checkpoint::formats::OutTensor;
 use crate::checkpoint::reader::{INDEX_FILE, SINGLE_FILE};
 use crate::error::{PareError, Result};
@@ -40,55 +41,6 @@ pub const FAULT_WRITE_LIMIT_ENV: &str = "PARE_FAULT_WRITE_LIMIT";
 
 /// Chunk size of the copy from a shard's data file into the shard.
 const COPY_CHUNK: usize = 1 << 20;
-
-/// Bytes written so far, against the optional injected limit.
-#[derive(Debug, Default)]
-struct Budget {
-    written: u64,
-    limit: Option<u64>,
-}
-
-impl Budget {
-    fn from_env() -> Result<Self> {
-        let limit = match std::env::var(FAULT_WRITE_LIMIT_ENV) {
-            Ok(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-                PareError::Usage(format!(
-                    "{FAULT_WRITE_LIMIT_ENV}={v}: expected a byte count (test hook)"
-                ))
-            })?),
-            Err(_) => None,
-        };
-        Ok(Self { written: 0, limit })
-    }
-}
-
-/// A writer that counts bytes into a [`Budget`] and fails once its injected limit is reached.
-struct Counted<'a, W: Write> {
-    inner: W,
-    budget: &'a mut Budget,
-}
-
-impl<W: Write> Write for Counted<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut n = buf.len();
-        if let Some(limit) = self.budget.limit {
-            let left = limit.saturating_sub(self.budget.written);
-            if left == 0 && n > 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::StorageFull,
-                    "No space left on device (injected)",
-                ));
-            }
-            n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
-        }
-        let n = self.inner.write(&buf[..n])?;
-        self.budget.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
 
 /// The shard being filled: its data file and the header entries of the tensors in it.
 #[derive(Debug)]
