@@ -7,6 +7,7 @@ use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
 use memmap2::Mmap;
+use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{PareError, Result};
@@ -394,7 +395,11 @@ impl TensorStore {
     /// Reads NaN/Inf as damage: an error naming the file and the tensor, or, when allowed, a
     /// record for the report.
     pub fn check_finite(&self, name: &str, data: &[f32]) -> Result<()> {
-        let bad = data.iter().filter(|v| !v.is_finite()).count();
+        let bad = data
+            .par_iter()
+            .with_min_len(CONVERT_MIN_LEN)
+            .filter(|v| !v.is_finite())
+            .count();
         if bad == 0 {
             return Ok(());
         }
@@ -470,26 +475,35 @@ impl TensorStore {
 
 /// Little-endian float bytes to f32; `None` for a non-float dtype.
 pub fn bytes_to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    // In parallel: a block's weights are read between two forwards, and one thread converting
+    // (and faulting in the mapped source and the new buffer) left the other core idle.
     Some(match dtype {
         Dtype::F32 => bytes
-            .chunks_exact(4)
+            .par_chunks_exact(4)
+            .with_min_len(CONVERT_MIN_LEN)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
         Dtype::BF16 => bytes
-            .chunks_exact(2)
+            .par_chunks_exact(2)
+            .with_min_len(CONVERT_MIN_LEN)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
         Dtype::F16 => bytes
-            .chunks_exact(2)
+            .par_chunks_exact(2)
+            .with_min_len(CONVERT_MIN_LEN)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
         Dtype::F64 => bytes
-            .chunks_exact(8)
+            .par_chunks_exact(8)
+            .with_min_len(CONVERT_MIN_LEN)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
         _ => return None,
     })
 }
+
+/// Values converted per rayon task at least (small tensors stay on one thread).
+const CONVERT_MIN_LEN: usize = 1 << 16;
 
 /// Little-endian integer bytes to i64; `None` for a non-integer dtype.
 pub fn bytes_to_i64(bytes: &[u8], dtype: Dtype) -> Option<Vec<i64>> {
