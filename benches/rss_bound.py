@@ -13,7 +13,8 @@ computes in f32 whatever the checkpoint's dtype), in bytes:
                    3·ffn) (residual, normed input, fused gate|up, SiLU·up)
   statistics       the block's Hessian accumulators [in, in] (Hessian methods): every tap point
                    at once in block mode, the widest stage in linear mode
-  error rows       the 1,024 calibration rows kept per tap point for the reported ‖WX − W′X‖
+  error rows       the calibration rows kept per tap point for the reported ‖WX − W′X‖
+                   (1/16 of the calibration tokens, clamped to 128–1,024)
   one linear       the linear being compressed: original, current and output [out, in], plus
                    for OBS methods (SparseGPT, GPTQ) the factorisation's working set at
                    [in, in]: the f64 Cholesky factor and the f32 U (12·in² bytes) up to 4,096
@@ -27,7 +28,12 @@ import json
 
 MIB = 2**20
 F32 = 4
-ERROR_TOKENS = 1024
+ERROR_TOKENS, MIN_ERROR_TOKENS, ERROR_SHARE = 1024, 128, 16
+
+
+def error_tokens(tokens):
+    # src/pipeline/compress/mod.rs: error_tokens
+    return min(max(tokens // ERROR_SHARE, MIN_ERROR_TOKENS), ERROR_TOKENS, tokens)
 HESSIAN = {"sparsegpt", "gptq"}
 
 
@@ -49,7 +55,7 @@ def bound(cfg, samples, seq, batch, mode, method, floor):
         hess = [w * w for w in widths]
         terms["statistics (Hessians)"] = F32 * (max(hess) if linear_mode else sum(hess))
     rows = max(widths) if linear_mode else sum(widths)
-    terms["error rows"] = F32 * ERROR_TOKENS * rows
+    terms["error rows"] = F32 * error_tokens(samples * seq) * rows
     # The largest linear: gate/up [f, h] or down [h, f] (same size), or a fused q|k|v.
     largest = max(f * h, (q + 2 * kv * hd) * h)
     one = 3 * F32 * largest

@@ -270,23 +270,19 @@ pub fn sections(r: &Report) -> Vec<Section> {
                 ]
             })
             .collect();
-        out.push(
-            Section::new(2, "Linears")
-                .intro("Relative error = ‖WX − W′X‖ / ‖WX‖ on calibration inputs.")
-                .table(
-                    &[
-                        "linear",
-                        "shape",
-                        "method",
-                        "N:M",
-                        "sparsity",
-                        "bits",
-                        "rel. error",
-                        "warnings",
-                    ],
-                    rows,
-                ),
-        );
+        out.push(Section::new(2, "Linears").intro(error_intro(r)).table(
+            &[
+                "linear",
+                "shape",
+                "method",
+                "N:M",
+                "sparsity",
+                "bits",
+                "rel. error",
+                "warnings",
+            ],
+            rows,
+        ));
     }
     if !r.experts.is_empty() {
         let rows = r
@@ -638,6 +634,17 @@ pub fn rendered_numbers(v: &serde_json::Value, out: &mut Vec<String>) {
         serde_json::Value::Array(a) => a.iter().for_each(|x| rendered_numbers(x, out)),
         serde_json::Value::Object(m) => m.values().for_each(|x| rendered_numbers(x, out)),
         _ => {}
+    }
+}
+
+/// The linears table's intro: what `rel_error` is and how many calibration tokens it saw.
+fn error_intro(r: &Report) -> String {
+    match r.provenance.calibration.as_ref().map(|c| c.error_tokens) {
+        Some(n) if n > 0 => format!(
+            "Relative error = ‖WX − W′X‖ / ‖WX‖ on the first {n} calibration tokens at each \
+             linear's input."
+        ),
+        _ => "Relative error = ‖WX − W′X‖ / ‖WX‖ on calibration inputs.".into(),
     }
 }
 

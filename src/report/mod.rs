@@ -156,6 +156,7 @@ pub(crate) mod tests {
                     samples: 128,
                     seq_len: 256,
                     seed: 31337,
+                    error_tokens: 1024,
                 }),
                 date: "2025-01-02T03:04:05Z".into(),
                 machine: "host01 / x86_64 / 2 threads".into(),

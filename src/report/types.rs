@@ -78,6 +78,10 @@ pub struct CalibrationInfo {
     pub samples: usize,
     pub seq_len: usize,
     pub seed: u64,
+    /// Calibration tokens (the first ones) each linear's `rel_error` is measured on: 1/16 of
+    /// all, clamped to 128–1,024. 0 in reports written before it was recorded.
+    #[serde(default)]
+    pub error_tokens: usize,
 }
 
 /// Perplexity of the evaluated model, optionally of the base model, and KLD between them.

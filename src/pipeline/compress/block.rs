@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use burn::tensor::Tensor;
 
-use super::{ERROR_TOKENS, Sink};
+use super::Sink;
 use crate::allocate::Allocation;
 use crate::arch::LinearSlot;
 use crate::compress::kit::obs::FactorMemo;
@@ -73,6 +73,8 @@ pub struct LoopCtx<'a> {
     pub scale_dtype: ScaleDtype,
     /// MoE: which tokens expert statistics see (`calibrate_all_experts`).
     pub experts: ExpertCalibration,
+    /// Input rows kept per tap point for the error measurement.
+    pub error_tokens: usize,
 }
 
 impl<'a> LoopCtx<'a> {
@@ -81,6 +83,7 @@ impl<'a> LoopCtx<'a> {
         allocation: &'a Allocation,
         scale_dtype: ScaleDtype,
         experts: ExpertCalibration,
+        error_tokens: usize,
     ) -> Self {
         Self {
             steps,
@@ -91,6 +94,7 @@ impl<'a> LoopCtx<'a> {
             allocation,
             scale_dtype,
             experts,
+            error_tokens,
         }
     }
 
@@ -246,7 +250,7 @@ impl<'a> BlockJob<'a> {
             keep.insert(s.point, s.slot.cols);
         }
         let experts = self.experts().filter(|_| routing && wants_routing);
-        let mut tap = StatsTap::new(points, experts, keep, ERROR_TOKENS);
+        let mut tap = StatsTap::new(points, experts, keep, self.ctx.error_tokens);
         tap.all_experts = self.all_tokens.clone();
         tap
     }
