@@ -9,6 +9,16 @@ use serde_json::{Value, json};
 use super::tests::{pseudo_random, roundtrip};
 use super::*;
 
+/// A rank-1 F32 tensor of `len` elements holding `bytes` zero bytes (`bytes ≠ 4·len` makes a
+/// tensor whose byte count does not match its shape).
+fn zeros_f32(len: usize, bytes: usize) -> OutTensor {
+    OutTensor {
+        dtype: Dtype::F32,
+        shape: vec![len],
+        bytes: vec![0; bytes],
+    }
+}
+
 #[test]
 fn writer_shards_greedily_and_round_trips_bf16() {
     // Six 40-byte bf16 tensors with a 100-byte limit: 2 per shard → 3 shards.
@@ -123,16 +133,8 @@ fn writer_shards_greedily_and_round_trips_bf16() {
 
 #[test]
 fn writer_single_shard_and_oversized_tensor() {
-    let big = OutTensor {
-        dtype: Dtype::F32,
-        shape: vec![30],
-        bytes: vec![0; 120],
-    };
-    let small = OutTensor {
-        dtype: Dtype::F32,
-        shape: vec![2],
-        bytes: vec![0; 8],
-    };
+    let big = zeros_f32(30, 120);
+    let small = zeros_f32(2, 8);
     let (_d, s) = roundtrip(
         vec![
             ("a".into(), small.clone()),
@@ -191,11 +193,7 @@ fn writer_refuses_overlap_and_cleans_up_on_error() {
             .starts_with(".out.pare-tmp-")
     );
     std::fs::create_dir(tmp.join("shard-00001.partial")).unwrap();
-    let t = OutTensor {
-        dtype: Dtype::F32,
-        shape: vec![2],
-        bytes: vec![0; 8],
-    };
+    let t = zeros_f32(2, 8);
     w.add("a".into(), t.clone()).unwrap();
     let e = w.add("b".into(), t).unwrap_err();
     assert!(
@@ -206,37 +204,9 @@ fn writer_refuses_overlap_and_cleans_up_on_error() {
     assert!(!tmp.exists() && !out.exists());
     // Bad byte count and duplicate names.
     let mut w = CheckpointWriter::create(&out, &input, false, 10).unwrap();
-    assert!(
-        w.add(
-            "x".into(),
-            OutTensor {
-                dtype: Dtype::F32,
-                shape: vec![3],
-                bytes: vec![0; 8]
-            }
-        )
-        .is_err()
-    );
-    w.add(
-        "y".into(),
-        OutTensor {
-            dtype: Dtype::F32,
-            shape: vec![2],
-            bytes: vec![0; 8],
-        },
-    )
-    .unwrap();
-    assert!(
-        w.add(
-            "y".into(),
-            OutTensor {
-                dtype: Dtype::F32,
-                shape: vec![2],
-                bytes: vec![0; 8]
-            }
-        )
-        .is_err()
-    );
+    assert!(w.add("x".into(), zeros_f32(3, 8)).is_err());
+    w.add("y".into(), zeros_f32(2, 8)).unwrap();
+    assert!(w.add("y".into(), zeros_f32(2, 8)).is_err());
 }
 
 /// Tensors recorded, stored by the caller in a file of its own and handed back with
